@@ -1,0 +1,1 @@
+"""Ruang server: the aiohttp application."""

@@ -1,0 +1,116 @@
+"""The application factory: every lifetime in ``cleanup_ctx``, all state on ``web.AppKey``s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server import audit
+from server.auth import Handler, setup_auth
+from server.config import Config
+from server.db import create_schema, make_engine
+from server.headers import setup_headers
+from server.i18n import Catalogs
+from server.keys import CATALOGS, CONFIG, ENGINE, JINJA, LOGIN_THROTTLE, METRICS, SECRET
+from server.metrics import new_metrics
+from server.render import WEB_DIR, make_jinja
+from server.secrets_store import load_or_create_secret
+from server.throttle import LoginThrottle
+from server.views import api, health, pages
+
+log = logging.getLogger("ruang.app")
+AUDIT_PURGE_SECONDS = 3600
+
+
+class StartupError(RuntimeError):
+    """The server cannot start (the message says why, for the operator)."""
+
+
+def prepare_data_dir(config: Config) -> None:
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = config.data_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"the data directory {config.data_dir} is not writable: {exc.strerror}"
+        ) from None
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = make_engine(app[CONFIG].effective_database_url)
+    try:
+        await create_schema(engine)
+    except Exception as exc:
+        await engine.dispose()
+        raise StartupError(f"cannot open the database: {type(exc).__name__}") from exc
+    app[ENGINE] = engine
+    yield
+    await engine.dispose()
+
+
+async def _audit_purge(app: web.Application) -> AsyncIterator[None]:
+    days = app[CONFIG].audit_days
+
+    async def loop() -> None:
+        while True:
+            try:
+                removed = await audit.purge(app[ENGINE], days)
+                if removed:
+                    log.info("audit purge removed %d entries older than %d days", removed, days)
+            except Exception:
+                log.exception("audit purge failed")
+            await asyncio.sleep(AUDIT_PURGE_SECONDS)
+
+    await audit.purge(app[ENGINE], days)
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        request.app[METRICS].inc("ruang_http_requests_total", code=f"{exc.status // 100}xx")
+        raise
+    request.app[METRICS].inc("ruang_http_requests_total", code=f"{response.status // 100}xx")
+    return response
+
+
+def create_app(config: Config) -> web.Application:
+    prepare_data_dir(config)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[count_requests])
+    app[CONFIG] = config
+    app[SECRET] = load_or_create_secret(config.secret_key, config.data_dir)
+    app[CATALOGS] = Catalogs(WEB_DIR / "i18n")
+    app[JINJA] = make_jinja()
+    app[METRICS] = new_metrics()
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        config.limits.login_failures_per_account,
+        config.limits.login_failures_per_ip,
+        config.limits.login_window_seconds,
+    )
+    setup_headers(app)
+    setup_auth(app)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_audit_purge)
+    app.add_routes(health.routes)
+    app.add_routes(pages.routes)
+    app.add_routes(api.routes)
+    try:
+        from server.ws import setup_ws
+    except ImportError:  # the signaling handler lands with issue 3
+        pass
+    else:
+        setup_ws(app)
+    app.router.add_static("/static/", WEB_DIR / "static", name="static", append_version=False)
+    return app

@@ -1,0 +1,1 @@
+"""HTTP views: pages, the JSON API, health and metrics."""
