@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -77,7 +78,7 @@ async def verify_password(stored_hash: str | None, password: str) -> bool:
     return await asyncio.to_thread(_verify)
 
 
-def _row(row: sa.Row[tuple[int, str, bool, int]]) -> Counselor:
+def _row(row: Any) -> Counselor:
     return Counselor(id=row[0], email=row[1], active=bool(row[2]), session_epoch=row[3])
 
 

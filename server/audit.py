@@ -20,7 +20,7 @@ class AuditEvent(enum.StrEnum):
     LOGIN_THROTTLED = "login_throttled"
     LOGOUT = "logout"
     COUNSELOR_ADDED = "counselor_added"
-    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105 - an event name
     COUNSELOR_DISABLED = "counselor_disabled"
     ROOM_CREATED = "room_created"
     ROOM_RENAMED = "room_renamed"

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import accounts, audit
 from server.app import StartupError, create_app, prepare_data_dir
@@ -94,7 +95,7 @@ async def _with_engine(config: Config, work: Callable[..., Awaitable[int]]) -> i
 
 
 def cmd_counselor(config: Config, args: argparse.Namespace) -> int:
-    async def work(engine: accounts.AsyncEngine) -> int:
+    async def work(engine: AsyncEngine) -> int:
         if args.action == "list":
             for c in await accounts.list_counselors(engine):
                 print(f"{c.email}\t{'active' if c.active else 'disabled'}")
@@ -123,7 +124,7 @@ def cmd_room(config: Config, args: argparse.Namespace) -> int:
     from server.rooms_store import create_room
     from signaling.ids import new_room_key
 
-    async def work(engine: accounts.AsyncEngine) -> int:
+    async def work(engine: AsyncEngine) -> int:
         counselor_id = await accounts.counselor_id_for_email(engine, args.email)
         if counselor_id is None:
             raise accounts.UnknownCounselor(f"no counselor with email {args.email}")

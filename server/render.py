@@ -45,14 +45,18 @@ async def render(
         text = catalogs.get(lang, key)
         return text.format(**params) if params else text
 
-    page = request.app[JINJA].get_template(template).render(
-        t=t,
-        lang=lang,
-        languages=LANGUAGES,
-        csrf=token,
-        path=request.path,
-        js_strings=json.dumps(catalogs.for_js(lang), ensure_ascii=True).replace("<", "\\u003c"),
-        **context,
+    page = (
+        request.app[JINJA]
+        .get_template(template)
+        .render(
+            t=t,
+            lang=lang,
+            languages=LANGUAGES,
+            csrf=token,
+            path=request.path,
+            js_strings=json.dumps(catalogs.for_js(lang), ensure_ascii=True).replace("<", "\\u003c"),
+            **context,
+        )
     )
     response = web.Response(text=page, content_type="text/html", status=status)
     remember_language(request, response)

@@ -138,7 +138,9 @@ async def rename_room(
     room = await _owned(engine, counselor_id, public_id)
     async with engine.begin() as conn:
         await conn.execute(rooms.update().where(rooms.c.pk == room.pk).values(label=label))
-        await record(conn, AuditEvent.ROOM_RENAMED, counselor_id=counselor_id, room_pk=room.pk, ip=ip)
+        await record(
+            conn, AuditEvent.ROOM_RENAMED, counselor_id=counselor_id, room_pk=room.pk, ip=ip
+        )
     return Room(room.pk, room.id, counselor_id, label, room.generation, room.created_at, False)
 
 
@@ -152,8 +154,12 @@ async def close_room(
             .where(rooms.c.pk == room.pk)
             .values(closed_at=utcnow(), generation=rooms.c.generation + 1)
         )
-        await record(conn, AuditEvent.ROOM_CLOSED, counselor_id=counselor_id, room_pk=room.pk, ip=ip)
-    return Room(room.pk, room.id, counselor_id, room.label, room.generation + 1, room.created_at, True)
+        await record(
+            conn, AuditEvent.ROOM_CLOSED, counselor_id=counselor_id, room_pk=room.pk, ip=ip
+        )
+    return Room(
+        room.pk, room.id, counselor_id, room.label, room.generation + 1, room.created_at, True
+    )
 
 
 async def new_link(
@@ -171,7 +177,9 @@ async def new_link(
         await record(
             conn, AuditEvent.ROOM_NEW_LINK, counselor_id=counselor_id, room_pk=room.pk, ip=ip
         )
-    return Room(room.pk, fresh, counselor_id, room.label, room.generation + 1, room.created_at, False)
+    return Room(
+        room.pk, fresh, counselor_id, room.label, room.generation + 1, room.created_at, False
+    )
 
 
 async def bump_generation(engine: AsyncEngine, room_pk: int) -> int:

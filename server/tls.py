@@ -42,7 +42,7 @@ def lan_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
                     continue
                 if not addr.is_loopback and not addr.is_link_local:
                     found.add(addr)
-    except Exception:  # noqa: BLE001 - best effort: fall back to the hostname's addresses
+    except Exception:
         try:
             for info in socket.getaddrinfo(socket.gethostname(), None):
                 addr = ipaddress.ip_address(info[4][0])

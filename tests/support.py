@@ -29,7 +29,9 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m server serve`` with its own data dir, on a free loopback port."""
 
-    def __init__(self, tmp: Path, cert: Path, key: Path, extra_env: Mapping[str, str] | None = None):
+    def __init__(
+        self, tmp: Path, cert: Path, key: Path, extra_env: Mapping[str, str] | None = None
+    ):
         self.tmp = tmp
         self.data_dir = tmp / "data"
         self.port = free_port()
@@ -74,7 +76,7 @@ class ServerProcess:
         assert result.returncode == 0, result.stderr
 
     async def start(self, timeout: float = 20.0) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve"],
             env=self.env,

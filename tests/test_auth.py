@@ -112,7 +112,9 @@ async def test_csrf_is_required_on_every_state_changing_request(server: ServerPr
         # Login itself needs the token (no login CSRF).
         await csrf_from(http, "/login")
         async with http.post(
-            "/login", data={"email": "gita@example.org", "password": PASSWORD}, allow_redirects=False
+            "/login",
+            data={"email": "gita@example.org", "password": PASSWORD},
+            allow_redirects=False,
         ) as r:
             assert r.status == 403
         assert (await login(http, "gita@example.org")).status == 303
@@ -132,7 +134,9 @@ async def test_csrf_is_required_on_every_state_changing_request(server: ServerPr
             assert r.status == 403, "a cross-site Origin is refused even with a token"
         async with http.post("/logout", allow_redirects=False) as r:
             assert r.status == 403
-        async with http.post("/api/rooms", json={"label": "x"}, headers={"X-CSRF-Token": token}) as r:
+        async with http.post(
+            "/api/rooms", json={"label": "x"}, headers={"X-CSRF-Token": token}
+        ) as r:
             assert r.status == 201
         async with http.get("/api/rooms") as r:
             assert len((await r.json())["rooms"]) == 1
@@ -161,7 +165,10 @@ async def test_password_change_and_disable_end_sessions(server: ServerProcess) -
     async with server.client() as http:
         assert (await login(http, "indah@example.org")).status == 303
         result = server.cli(
-            "counselor", "passwd", "indah@example.org", "--password-stdin",
+            "counselor",
+            "passwd",
+            "indah@example.org",
+            "--password-stdin",
             stdin="a brand new password\n",
         )
         assert result.returncode == 0, result.stderr
@@ -186,7 +193,9 @@ def test_cli_counselor_commands(tmp_path, dev_cert) -> None:  # type: ignore[no-
         "joko@example.org\tactive",
         "kartika@example.org\tactive",
     ]
-    dup = server.cli("counselor", "add", "JOKO@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    dup = server.cli(
+        "counselor", "add", "JOKO@example.org", "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert dup.returncode == 1 and "already exists" in dup.stderr
     weak = server.cli("counselor", "add", "lia@example.org", "--password-stdin", stdin="short\n")
     assert weak.returncode == 1 and "at least" in weak.stderr

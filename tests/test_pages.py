@@ -16,7 +16,7 @@ from tests.support import ServerProcess, api_token, login
 ROOM = "AAAAAAAAAAAAAAAAAAAAAA"
 
 
-def check_security_headers(headers: "aiohttp.typedefs.LooseHeaders", secure: bool = True) -> None:
+def check_security_headers(headers: aiohttp.typedefs.LooseHeaders, secure: bool = True) -> None:
     h = {k.lower(): v for k, v in dict(headers).items()}  # type: ignore[arg-type]
     csp = h["content-security-policy"]
     assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
@@ -40,11 +40,22 @@ async def test_security_headers_on_every_route(server: ServerProcess) -> None:
         async with http.post("/api/rooms", json={}, headers={"X-CSRF-Token": token}) as r:
             room = (await r.json())["id"]
         requests = [
-            ("GET", "/login"), ("GET", "/"), ("GET", f"/rooms/{room}"), ("GET", f"/r/{ROOM}"),
-            ("GET", "/r/bad"), ("GET", "/bye"), ("GET", "/nothing-here"), ("GET", "/healthz"),
-            ("GET", "/metrics"), ("GET", "/api/rooms"), ("GET", "/static/css/app.css"),
-            ("GET", "/static/js/dashboard.js"), ("GET", "/static/missing.js"),
-            ("POST", "/api/rooms"), ("POST", f"/api/rooms/{room}/rename"), ("GET", "/ws"),
+            ("GET", "/login"),
+            ("GET", "/"),
+            ("GET", f"/rooms/{room}"),
+            ("GET", f"/r/{ROOM}"),
+            ("GET", "/r/bad"),
+            ("GET", "/bye"),
+            ("GET", "/nothing-here"),
+            ("GET", "/healthz"),
+            ("GET", "/metrics"),
+            ("GET", "/api/rooms"),
+            ("GET", "/static/css/app.css"),
+            ("GET", "/static/js/dashboard.js"),
+            ("GET", "/static/missing.js"),
+            ("POST", "/api/rooms"),
+            ("POST", f"/api/rooms/{room}/rename"),
+            ("GET", "/ws"),
         ]
         for method, path in requests:
             async with http.request(method, path, allow_redirects=False) as r:
@@ -200,7 +211,10 @@ def test_read_only_data_dir_is_a_clear_error(tmp_path: Path, dev_cert) -> None: 
             env["RUANG_DATA_DIR"] = str(data / "x" / "data")
         result = subprocess.run(
             [sys.executable, "-m", "server", "serve"],
-            env=env, capture_output=True, text=True, timeout=30,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     finally:
         data.chmod(0o700)
@@ -216,7 +230,10 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
 
     env = {**os.environ, "RUANG_PORT": "eighty", "RUANG_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "server", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=30,
     )
     assert result.returncode == 2

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-
-from yarl import URL
 import re
 
 from tests.support import ServerProcess, api_token, login
@@ -88,7 +86,9 @@ async def test_counselors_cannot_touch_each_others_rooms(server: ServerProcess) 
         async with ana.post("/api/rooms", json={}, headers=ha) as r:
             room = (await r.json())["id"]
         for action in ("close", "new-link", "rename"):
-            async with budi.post(f"/api/rooms/{room}/{action}", json={"label": "x"}, headers=hb) as r:
+            async with budi.post(
+                f"/api/rooms/{room}/{action}", json={"label": "x"}, headers=hb
+            ) as r:
                 assert r.status == 404
         async with budi.get("/api/rooms") as r:
             assert (await r.json())["rooms"] == []
@@ -151,7 +151,9 @@ def test_cli_room_add_prints_a_full_link(tmp_path, dev_cert) -> None:  # type: i
     )
     assert result.returncode == 0, result.stderr
     link = result.stdout.strip()
-    match = re.fullmatch(r"https://ruang\.example\.org/r/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})", link)
+    match = re.fullmatch(
+        r"https://ruang\.example\.org/r/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})", link
+    )
     assert match, link
     assert len(base64.urlsafe_b64decode(match.group(2) + "=")) == 32
     # The key is printed once and stored nowhere.
