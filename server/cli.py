@@ -122,7 +122,7 @@ def cmd_counselor(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_room(config: Config, args: argparse.Namespace) -> int:
     from server.rooms_store import create_room
-    from signaling.ids import new_room_key
+    from signaling.crypto import new_room_key
 
     async def work(engine: AsyncEngine) -> int:
         counselor_id = await accounts.counselor_id_for_email(engine, args.email)

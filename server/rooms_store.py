@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.audit import AuditEvent, record
 from server.db import as_utc, rooms, utcnow
-from signaling.ids import new_room_id
+from signaling.crypto import new_room_id
 
 MAX_LABEL = 80
 

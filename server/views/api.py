@@ -20,7 +20,7 @@ from server.rooms_store import (
     new_link,
     rename_room,
 )
-from signaling.ids import is_room_id
+from signaling.crypto import is_room_id
 
 routes = web.RouteTableDef()
 MAX_BODY = 4096

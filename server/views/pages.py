@@ -14,7 +14,7 @@ from server.netutil import client_ip
 from server.render import render
 from server.rooms_store import get_open_room
 from server.throttle import Throttled
-from signaling.ids import is_room_id
+from signaling.crypto import is_room_id
 
 log = logging.getLogger("ruang.pages")
 routes = web.RouteTableDef()

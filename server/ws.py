@@ -1,0 +1,396 @@
+"""The /ws signaling endpoint (docs/protocol.md): a thin transport around the hub.
+
+Here: the Origin allowlist, the per-IP connection cap, the frame cap, the per-connection token
+bucket, the bounded send queue with its writer task, who may join as what (room lookup, the
+counselor's session), the audit trail, and the mapping of named errors to close codes. Rooms,
+relay rules and resume are the hub's (``signaling.hub``).
+
+Nothing here logs a payload, a name, a box, a token, a room id or a participant id: only event
+kinds, close codes and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from server import auth
+from server.audit import AuditEvent, record
+from server.config import Config
+from server.keys import CONFIG, ENGINE, SECRET
+from server.netutil import client_ip
+from server.rooms_store import bump_generation, get_open_room
+from server.secrets_store import derive_key
+from signaling.errors import (
+    CloseCode,
+    Fatal,
+    HubClosed,
+    NotAuthorised,
+    Refused,
+    Unexpected,
+    UnknownRoom,
+    UnsupportedVersion,
+    WaitingRoomFull,
+)
+from signaling.hub import Connection, Hub, InProcessHub, JoinRequest, RoomRef
+from signaling.limits import ConnectionCounter, RoomLimits, SignalingStats, TokenBucket
+from signaling.messages import (
+    PROTOCOL_VERSION,
+    Admit,
+    Decline,
+    End,
+    Error,
+    Join,
+    Leave,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    Relay,
+    Remove,
+    Role,
+    dump,
+    parse,
+)
+
+log = logging.getLogger("ruang.ws")
+
+JOIN_TIMEOUT = 10.0  # seconds from upgrade to a valid join
+HEARTBEAT = 20.0  # WebSocket ping interval; no pong within half of it drops the connection
+CLOSE_TIMEOUT = 5.0  # for the closing handshake before the transport is cut
+
+FATAL_CLOSE: dict[type[Fatal], CloseCode] = {
+    UnsupportedVersion: CloseCode.UNSUPPORTED_VERSION,
+    UnknownRoom: CloseCode.UNKNOWN_ROOM,
+    NotAuthorised: CloseCode.NOT_AUTHORISED,
+    WaitingRoomFull: CloseCode.WAITING_ROOM_FULL,
+    HubClosed: CloseCode.GOING_AWAY,
+}
+_PONG = dump(Pong())
+
+
+class WsState:
+    """Per-application transport state: open sockets and connections per IP."""
+
+    def __init__(self, per_ip_cap: int) -> None:
+        self.per_ip = ConnectionCounter(per_ip_cap)
+        self.sockets: set[SocketSink] = set()
+        self.closing = False
+
+
+HUB: web.AppKey[Hub] = web.AppKey("ruang_hub", Hub)
+WS_STATE: web.AppKey[WsState] = web.AppKey("ruang_ws_state", WsState)
+WS_STATS: web.AppKey[SignalingStats] = web.AppKey("ruang_ws_stats", SignalingStats)
+
+
+class _Socket(web.WebSocketResponse):
+    """aiohttp closes with RFC 6455 codes for an oversized or broken frame; we answer with ours."""
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
+            code, message = CloseCode.FRAME_TOO_BIG, b"frame too big"
+        elif code in (WSCloseCode.PROTOCOL_ERROR, WSCloseCode.INVALID_TEXT):
+            code, message = CloseCode.PROTOCOL_ERROR, b"protocol error"
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class SocketSink:
+    """The hub's view of one socket: a bounded send queue drained by a writer task."""
+
+    def __init__(self, ws: _Socket, limit: int, stats: SignalingStats) -> None:
+        self._ws = ws
+        self._limit = limit
+        self._stats = stats
+        self._queue: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self.close_code: int | None = None
+        self._reason = ""
+        self._writer = asyncio.create_task(self._write())
+        self._closer: asyncio.Task[None] | None = None
+
+    def send(self, text: str) -> bool:
+        if self.close_code is not None or len(self._queue) >= self._limit:
+            return False
+        self._queue.append(text)
+        self._wake.set()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._reason = reason
+        self._stats.closes[code] += 1
+        if code == CloseCode.TOO_SLOW:
+            # The writer may be stuck on a peer that does not read: drop what is queued.
+            self._queue.clear()
+            self._writer.cancel()
+            self._closer = asyncio.create_task(self._shut())
+        self._wake.set()
+
+    async def _write(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue and not ws.closed:
+                    await ws.send_str(self._queue.popleft())
+                if self.close_code is not None:
+                    break
+        except ConnectionError:
+            return  # the transport is gone; the reader sees it too
+        await self._shut()
+
+    async def _shut(self) -> None:
+        code = self.close_code or CloseCode.NORMAL
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):  # on timeout aiohttp cuts the transport
+                await self._ws.close(code=code, message=self._reason.encode())
+
+    async def wait_closed(self) -> None:
+        """Close (if nobody did) and wait for the writer and the closing handshake."""
+        if self.close_code is None:
+            self.close_code = CloseCode.NORMAL  # the peer closed first: nothing to count
+        self._wake.set()
+        tasks = [t for t in (self._writer, self._closer) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def origin_allowed(request: web.Request, config: Config) -> bool:
+    """``RUANG_PUBLIC_ORIGIN`` if set, else same-origin: the Origin's host equals Host."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    origin = origin.strip().rstrip("/").lower()
+    if config.public_origins:
+        return origin in {o.lower() for o in config.public_origins}
+    try:
+        parts = urlsplit(origin)
+        default = {"https": 443, "http": 80}.get(parts.scheme)
+        if default is None or not parts.hostname or parts.path or parts.query:
+            return False
+        host = urlsplit("//" + request.host)
+        return bool(
+            parts.hostname == (host.hostname or "").lower()
+            and (parts.port or default) == (host.port or default)
+        )
+    except ValueError:
+        return False
+
+
+def room_limits(config: Config) -> RoomLimits:
+    return RoomLimits(
+        waiting_held=config.limits.waiting_held_envelopes,
+        resume_seconds=float(config.limits.resume_seconds),
+    )
+
+
+async def _hub_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+
+    async def bump(room_pk: int) -> int:
+        return await bump_generation(app[ENGINE], room_pk)
+
+    hub = InProcessHub(
+        token_key=derive_key(app[SECRET], "ruang/resume"),
+        bump_generation=bump,
+        limits=room_limits(config),
+        stats=app[WS_STATS],
+        max_frame=config.limits.ws_max_frame_bytes,
+    )
+    app[HUB] = hub
+    await hub.start()
+    yield
+    await hub.close()
+
+
+async def _going_away(app: web.Application) -> None:
+    """Shutdown: every open socket, joined or not, gets 1001 so peers resume elsewhere."""
+    state = app[WS_STATE]
+    state.closing = True
+    if HUB in app:
+        await app[HUB].close()
+    for sink in list(state.sockets):
+        sink.close(CloseCode.GOING_AWAY, "server going away")
+
+
+def setup_ws(app: web.Application) -> None:
+    """Register /ws. Call after ``app[CONFIG]`` and ``app[SECRET]`` are set and after the
+    database context (``app[ENGINE]``) is in ``cleanup_ctx``."""
+    app[WS_STATE] = WsState(app[CONFIG].limits.ws_connections_per_ip)
+    app[WS_STATS] = SignalingStats()
+    app.router.add_get("/ws", ws_handler, name="ws")
+    app.cleanup_ctx.append(_hub_context)
+    app.on_shutdown.append(_going_away)
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    config, state, stats = app[CONFIG], app[WS_STATE], app[WS_STATS]
+    ws = _Socket(
+        heartbeat=HEARTBEAT,
+        max_msg_size=config.limits.ws_max_frame_bytes,
+        compress=False,
+        timeout=CLOSE_TIMEOUT,
+    )
+    if not ws.can_prepare(request).ok:
+        return web.Response(status=426, text="WebSocket only\n", headers={"Upgrade": "websocket"})
+    await ws.prepare(request)
+    sink = SocketSink(ws, config.limits.ws_send_queue, stats)
+    state.sockets.add(sink)
+    stats.connections_open += 1
+    stats.connections_total += 1
+    try:
+        if state.closing:
+            sink.close(CloseCode.GOING_AWAY, "server going away")
+        elif not origin_allowed(request, config):
+            sink.close(CloseCode.BAD_ORIGIN, "origin not allowed")
+        else:
+            ip = client_ip(request)
+            if not state.per_ip.acquire(ip):
+                sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            else:
+                try:
+                    await _serve(request, ws, sink, ip)
+                finally:
+                    state.per_ip.release(ip)
+    finally:
+        state.sockets.discard(sink)
+        stats.connections_open -= 1
+        await sink.wait_closed()
+        log.debug("ws closed code=%s", sink.close_code)
+    return ws
+
+
+async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -> None:
+    app = request.app
+    limits, stats, hub = app[CONFIG].limits, app[WS_STATS], app[HUB]
+    bucket = TokenBucket(limits.ws_rate_per_second, limits.ws_burst)
+    try:
+        first = await ws.receive(timeout=JOIN_TIMEOUT)
+    except TimeoutError:
+        sink.close(CloseCode.JOIN_TIMEOUT, "no join")
+        return
+    if first.type is not WSMsgType.TEXT:
+        if first.type is WSMsgType.BINARY:
+            sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
+        return  # closed, or a frame aiohttp refused (it closed with our code already)
+    stats.messages_received += 1
+    bucket.take()
+    try:
+        join = parse(first.data)
+    except ProtocolError:
+        stats.protocol_errors += 1
+        join = None
+    if not isinstance(join, Join):
+        sink.close(CloseCode.PROTOCOL_ERROR, "the first message must be a join")
+        return
+    try:
+        counselor_id, conn = await _join(request, join, sink)
+    except Fatal as exc:
+        sink.close(FATAL_CLOSE.get(type(exc), CloseCode.PROTOCOL_ERROR), exc.code)
+        return
+    log.debug("ws joined role=%s", join.role.value)
+    try:
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
+                if frame.type is WSMsgType.BINARY:
+                    sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
+                break
+            stats.messages_received += 1
+            if not bucket.take():
+                sink.close(CloseCode.RATE_LIMITED, "rate limited")
+                break
+            try:
+                msg = parse(frame.data)
+            except ProtocolError as exc:
+                stats.protocol_errors += 1
+                sink.send(dump(Error(exc.code, str(exc))))
+                continue
+            if type(msg) is Ping:
+                sink.send(_PONG)
+                continue
+            try:
+                await _dispatch(request, hub, conn, msg, counselor_id, ip)
+            except Refused as exc:
+                sink.send(dump(Error(exc.code, str(exc), msg.type)))
+    except Exception:
+        log.exception("ws handler failed")
+        sink.close(CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        await hub.disconnect(conn)
+
+
+async def _join(
+    request: web.Request, join: Join, sink: SocketSink
+) -> tuple[int | None, Connection]:
+    app = request.app
+    if join.v != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"this server speaks v{PROTOCOL_VERSION}")
+    room = await get_open_room(app[ENGINE], join.room)
+    if room is None:
+        raise UnknownRoom("unknown room")
+    counselor_id: int | None = None
+    if join.role is Role.COUNSELOR:
+        counselor = await auth.current_counselor(request)
+        if counselor is None:
+            raise NotAuthorised("log in as this room's counselor")
+        if counselor.id != room.counselor_id:
+            raise UnknownRoom("unknown room")  # the same answer as for a room that is not there
+        counselor_id = counselor.id
+    ref = RoomRef(room.id, room.pk, room.generation)
+    conn = await app[HUB].join(JoinRequest(ref, join.role, join.resume), sink)
+    return counselor_id, conn
+
+
+_AUDITED = {
+    Admit: AuditEvent.CLIENT_ADMITTED,
+    Decline: AuditEvent.CLIENT_DECLINED,
+    Remove: AuditEvent.CLIENT_REMOVED,
+    End: AuditEvent.SESSION_ENDED,
+}
+
+
+async def _dispatch(
+    request: web.Request,
+    hub: Hub,
+    conn: Connection,
+    msg: Message,
+    counselor_id: int | None,
+    ip: str,
+) -> None:
+    if type(msg) is Relay:
+        await hub.relay(conn, msg)
+        return
+    if isinstance(msg, Admit):
+        await hub.admit(conn, msg.id)
+    elif isinstance(msg, Decline):
+        await hub.decline(conn, msg.id)
+    elif isinstance(msg, Remove):
+        await hub.remove(conn, msg.id)
+    elif isinstance(msg, End):
+        await hub.end_session(conn)
+    elif isinstance(msg, Leave):
+        await hub.leave(conn)
+        return
+    else:
+        raise Unexpected("not a message a peer sends after joining")
+    try:
+        await record(
+            request.app[ENGINE],
+            _AUDITED[type(msg)],
+            counselor_id=counselor_id,
+            room_pk=conn.room.pk,
+            ip=ip,
+        )
+    except Exception:
+        log.exception("audit record failed")
