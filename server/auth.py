@@ -26,7 +26,7 @@ from server.secrets_store import derive_key
 COOKIE_NAME = "__Host-ruang"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
-SEEN_REFRESH_SECONDS = 60
+SEEN_REFRESH_SECONDS = 60.0
 _COUNSELOR_CACHE = "ruang.counselor"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +50,7 @@ def setup_auth(app: web.Application) -> None:
         httponly=True,
         samesite="Lax",
         path="/",
-        max_age=config.session_max_hours * 3600,
+        max_age=max(1, int(config.session_max_hours * 3600)),
     )
     setup_session(app, storage)
     app.middlewares.append(csrf_middleware)
@@ -109,7 +109,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def start_login_session(request: web.Request, counselor: Counselor) -> Session:
     """A brand-new session (new id, new CSRF token): nothing from before login survives."""
     session = await new_session(request)
-    now = int(time.time())
+    now = time.time()
     session["uid"] = counselor.id
     session["ep"] = counselor.session_epoch
     session["sid"] = secrets.token_urlsafe(16)
@@ -136,10 +136,10 @@ async def _load_counselor(request: web.Request) -> Counselor | None:
     if not isinstance(uid, int):
         return None
     config = request.app[CONFIG]
-    now = int(time.time())
+    now = time.time()
     iat = session.get("iat", 0)
     seen = session.get("seen", 0)
-    if not isinstance(iat, int) or not isinstance(seen, int):
+    if not isinstance(iat, int | float) or not isinstance(seen, int | float):
         session.invalidate()
         return None
     if now - iat > config.session_max_hours * 3600 or now - seen > config.session_minutes * 60:
@@ -149,7 +149,7 @@ async def _load_counselor(request: web.Request) -> Counselor | None:
     if counselor is None or not counselor.active or counselor.session_epoch != session.get("ep"):
         session.invalidate()
         return None
-    if now - seen >= SEEN_REFRESH_SECONDS:
+    if now - seen >= min(SEEN_REFRESH_SECONDS, config.session_minutes * 60 / 4):
         session["seen"] = now
     return counselor
 

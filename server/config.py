@@ -95,8 +95,8 @@ class Config:
     plain_http: bool = False
     public_origins: tuple[str, ...] = ()
     secret_key: str = ""
-    session_minutes: int = 60
-    session_max_hours: int = 12
+    session_minutes: float = 60.0
+    session_max_hours: float = 12.0
     audit_days: int = 30
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
@@ -169,8 +169,8 @@ class Config:
             plain_http=_bool(env, "RUANG_PLAIN_HTTP"),
             public_origins=origins,
             secret_key=env.get("RUANG_SECRET_KEY", ""),
-            session_minutes=_int(env, "RUANG_SESSION_MINUTES", 60, 1),
-            session_max_hours=_int(env, "RUANG_SESSION_MAX_HOURS", 12, 1),
+            session_minutes=_float(env, "RUANG_SESSION_MINUTES", 60.0),
+            session_max_hours=_float(env, "RUANG_SESSION_MAX_HOURS", 12.0),
             audit_days=_int(env, "RUANG_AUDIT_DAYS", 30, 1),
             turn_urls=_list(env, "RUANG_TURN_URLS"),
             turn_secret=env.get("RUANG_TURN_SECRET", ""),

@@ -209,3 +209,56 @@ def test_cli_counselor_commands(tmp_path, dev_cert) -> None:  # type: ignore[no-
     # No --password-stdin and no terminal to ask on: a clear usage error.
     asked = server.cli("counselor", "add", "mira@example.org", stdin="")
     assert asked.returncode == 2 and "--password-stdin" in asked.stderr
+
+
+async def test_idle_and_absolute_session_timeouts(make_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    # 0.05 minutes = 3 s idle; 0.003 hours = 10.8 s absolute.
+    server: ServerProcess = make_server(
+        RUANG_SESSION_MINUTES="0.05", RUANG_SESSION_MAX_HOURS="0.003"
+    )
+    await server.start()
+    try:
+        server.add_counselor("nina@example.org")
+        async with server.client() as idle:
+            assert (await login(idle, "nina@example.org")).status == 303
+            async with idle.get("/api/rooms") as r:
+                assert r.status == 200
+            await asyncio.sleep(3.5)
+            async with idle.get("/api/rooms") as r:
+                assert r.status == 401, "an idle session expires"
+        async with server.client() as busy:
+            assert (await login(busy, "nina@example.org")).status == 303
+            statuses = []
+            for _ in range(16):  # active every second: never idle, but the absolute limit ends it
+                async with busy.get("/api/rooms") as r:
+                    statuses.append(r.status)
+                await asyncio.sleep(1.0)
+            assert statuses[:8] == [200] * 8
+            assert statuses[-1] == 401
+    finally:
+        await server.stop()
+
+
+async def test_plain_http_behind_a_proxy(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: ServerProcess = make_server(
+        RUANG_PLAIN_HTTP="true",
+        RUANG_TLS_CERT="",
+        RUANG_TLS_KEY="",
+        RUANG_TRUSTED_PROXIES="127.0.0.1",
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.origin}/healthz") as r:
+                assert r.status == 200
+                assert "Strict-Transport-Security" not in r.headers
+            async with http.get(
+                f"{server.origin}/login", headers={"X-Forwarded-Proto": "https"}
+            ) as r:
+                assert r.status == 200
+                assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert not (server.tmp / "certs").exists(), "no certificate is made for plain HTTP"
+    finally:
+        await server.stop()
