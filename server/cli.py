@@ -189,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("aiosqlite", "sqlalchemy", "asyncio", "aioice", "aiortc"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(config.log_level)))
+    # Libraries below WARNING could log SQL parameters (emails) or SDP: never let them.
+    for noisy in ("aiosqlite", "sqlalchemy", "asyncio", "aioice", "aiortc", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             return cmd_serve(config, args)
