@@ -106,7 +106,10 @@ async def test_dashboard_room_link_key_never_reaches_the_server(
         await context.close()
         await client.close()
 
-    everything = "\n".join(seen) + server.log()
+    log = server.log()
+    assert "ana@example.org" not in log and PASSWORD not in log, "the log leaks account data"
+    assert "SELECT" not in log and "INSERT" not in log, "the log echoes SQL"
+    everything = "\n".join(seen) + log
     assert room_id in everything, "the capture did see the traffic"
     assert key not in everything, "the room key reached the server"
     assert new_match.group(2) not in everything
