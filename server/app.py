@@ -21,6 +21,7 @@ from server.render import WEB_DIR, make_jinja
 from server.secrets_store import load_or_create_secret
 from server.throttle import LoginThrottle
 from server.views import api, health, pages
+from server.ws import register_signaling_metrics, setup_ws
 
 log = logging.getLogger("ruang.app")
 AUDIT_PURGE_SECONDS = 3600
@@ -106,11 +107,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(pages.routes)
     app.add_routes(api.routes)
-    try:
-        from server.ws import setup_ws
-    except ImportError:  # the signaling handler lands with issue 3
-        pass
-    else:
-        setup_ws(app)
+    setup_ws(app)
+    register_signaling_metrics(app)
     app.router.add_static("/static/", WEB_DIR / "static", name="static", append_version=False)
     return app

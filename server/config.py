@@ -80,6 +80,8 @@ class Limits:
     rooms_per_counselor: int = 500
     waiting_held_envelopes: int = 20
     resume_seconds: int = 60
+    room_capacity: int = 1
+    max_waiting: int = 10
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ class Config:
             rooms_per_counselor=_int(env, "RUANG_MAX_ROOMS_PER_COUNSELOR", 500, 1),
             waiting_held_envelopes=_int(env, "RUANG_WAITING_HELD", 20, 0),
             resume_seconds=_int(env, "RUANG_RESUME_SECONDS", 60, 1),
+            room_capacity=_int(env, "RUANG_ROOM_CAPACITY", 1, 1),
+            max_waiting=_int(env, "RUANG_MAX_WAITING", 10, 1),
         )
         return cls(
             host=env.get("RUANG_HOST", "0.0.0.0"),  # noqa: S104

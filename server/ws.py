@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -65,13 +66,15 @@ JOIN_TIMEOUT = 10.0  # seconds from upgrade to a valid join
 HEARTBEAT = 20.0  # WebSocket ping interval; no pong within half of it drops the connection
 CLOSE_TIMEOUT = 5.0  # for the closing handshake before the transport is cut
 
-FATAL_CLOSE: dict[type[Fatal], CloseCode] = {
-    UnsupportedVersion: CloseCode.UNSUPPORTED_VERSION,
-    UnknownRoom: CloseCode.UNKNOWN_ROOM,
-    NotAuthorised: CloseCode.NOT_AUTHORISED,
-    WaitingRoomFull: CloseCode.WAITING_ROOM_FULL,
-    HubClosed: CloseCode.GOING_AWAY,
-}
+FATAL_CLOSE: Mapping[type[Fatal], CloseCode] = MappingProxyType(
+    {
+        UnsupportedVersion: CloseCode.UNSUPPORTED_VERSION,
+        UnknownRoom: CloseCode.UNKNOWN_ROOM,
+        NotAuthorised: CloseCode.NOT_AUTHORISED,
+        WaitingRoomFull: CloseCode.WAITING_ROOM_FULL,
+        HubClosed: CloseCode.GOING_AWAY,
+    }
+)
 _PONG = dump(Pong())
 
 
@@ -189,6 +192,8 @@ def origin_allowed(request: web.Request, config: Config) -> bool:
 
 def room_limits(config: Config) -> RoomLimits:
     return RoomLimits(
+        capacity=config.limits.room_capacity,
+        max_waiting=config.limits.max_waiting,
         waiting_held=config.limits.waiting_held_envelopes,
         resume_seconds=float(config.limits.resume_seconds),
     )
@@ -221,6 +226,12 @@ async def _going_away(app: web.Application) -> None:
         await app[HUB].close()
     for sink in list(state.sockets):
         sink.close(CloseCode.GOING_AWAY, "server going away")
+
+
+async def close_room_sockets(app: web.Application, room_id: str) -> None:
+    """Call after a room is closed or gets a new link: every socket in it ends with 4003."""
+    if HUB in app:
+        await app[HUB].close_room(room_id)
 
 
 def setup_ws(app: web.Application) -> None:
@@ -271,6 +282,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def _reply(sink: SocketSink, stats: SignalingStats, text: str) -> None:
+    if not sink.send(text) and sink.close_code is None:
+        stats.sends_dropped += 1
+        sink.close(CloseCode.TOO_SLOW, "too slow")
+
+
 async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -> None:
     app = request.app
     limits, stats, hub = app[CONFIG].limits, app[WS_STATS], app[HUB]
@@ -299,6 +316,10 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
     except Fatal as exc:
         sink.close(FATAL_CLOSE.get(type(exc), CloseCode.PROTOCOL_ERROR), exc.code)
         return
+    except Exception:
+        log.exception("ws join failed")
+        sink.close(CloseCode.INTERNAL_ERROR, "internal error")
+        return
     log.debug("ws joined role=%s", join.role.value)
     try:
         async for frame in ws:
@@ -306,6 +327,8 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
                 if frame.type is WSMsgType.BINARY:
                     sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
                 break
+            if sink.close_code is not None:
+                break  # the hub let this connection go (left, replaced, declined, ...)
             stats.messages_received += 1
             if not bucket.take():
                 sink.close(CloseCode.RATE_LIMITED, "rate limited")
@@ -314,15 +337,15 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
                 msg = parse(frame.data)
             except ProtocolError as exc:
                 stats.protocol_errors += 1
-                sink.send(dump(Error(exc.code, str(exc))))
+                _reply(sink, stats, dump(Error(exc.code, str(exc))))
                 continue
             if type(msg) is Ping:
-                sink.send(_PONG)
+                _reply(sink, stats, _PONG)
                 continue
             try:
                 await _dispatch(request, hub, conn, msg, counselor_id, ip)
             except Refused as exc:
-                sink.send(dump(Error(exc.code, str(exc), msg.type)))
+                _reply(sink, stats, dump(Error(exc.code, str(exc), msg.type)))
     except Exception:
         log.exception("ws handler failed")
         sink.close(CloseCode.INTERNAL_ERROR, "internal error")
@@ -352,12 +375,14 @@ async def _join(
     return counselor_id, conn
 
 
-_AUDITED = {
-    Admit: AuditEvent.CLIENT_ADMITTED,
-    Decline: AuditEvent.CLIENT_DECLINED,
-    Remove: AuditEvent.CLIENT_REMOVED,
-    End: AuditEvent.SESSION_ENDED,
-}
+_AUDITED: Mapping[type, AuditEvent] = MappingProxyType(
+    {
+        Admit: AuditEvent.CLIENT_ADMITTED,
+        Decline: AuditEvent.CLIENT_DECLINED,
+        Remove: AuditEvent.CLIENT_REMOVED,
+        End: AuditEvent.SESSION_ENDED,
+    }
+)
 
 
 async def _dispatch(
@@ -394,3 +419,37 @@ async def _dispatch(
         )
     except Exception:
         log.exception("audit record failed")
+
+
+def _reader(stats: SignalingStats, attr: str) -> Callable[[], float]:
+    return lambda: float(getattr(stats, attr))
+
+
+def register_signaling_metrics(app: web.Application) -> None:
+    """Signaling counters and gauges on /metrics: counts only, never ids or payloads."""
+    from server.keys import METRICS
+
+    metrics = app[METRICS]
+    stats = app[WS_STATS]
+    for name, attr, text in (
+        ("ruang_ws_connections_open", "connections_open", "Open signaling WebSockets"),
+        ("ruang_ws_connections_total", "connections_total", "Signaling WebSockets accepted"),
+        ("ruang_ws_messages_received_total", "messages_received", "Frames received"),
+        ("ruang_ws_envelopes_relayed_total", "envelopes_relayed", "Envelopes relayed"),
+        ("ruang_ws_envelopes_held_total", "envelopes_held", "Envelopes held for a recipient"),
+        ("ruang_ws_envelopes_dropped_total", "envelopes_dropped", "Envelopes dropped: hold full"),
+        ("ruang_ws_sends_dropped_total", "sends_dropped", "Slow readers disconnected"),
+        ("ruang_ws_protocol_errors_total", "protocol_errors", "Refused frames"),
+    ):
+        metrics.gauge(name, text, _reader(stats, attr))
+
+    def rooms() -> float:
+        return float(app[HUB].room_count()) if HUB in app else 0.0
+
+    def participants() -> float:
+        return float(app[HUB].participant_count()) if HUB in app else 0.0
+
+    metrics.gauge("ruang_rooms_active", "Rooms with someone in them", rooms)
+    metrics.gauge(
+        "ruang_participants", "Participants connected or inside a resume window", participants
+    )

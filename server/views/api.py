@@ -20,6 +20,7 @@ from server.rooms_store import (
     new_link,
     rename_room,
 )
+from server.ws import close_room_sockets
 from signaling.crypto import is_room_id
 
 routes = web.RouteTableDef()
@@ -116,6 +117,7 @@ async def api_close(request: web.Request) -> web.Response:
         )
     except RoomNotFound:
         raise _error(web.HTTPNotFound, "not_found", "no such room") from None
+    await close_room_sockets(request.app, room.id)
     return web.json_response(room.as_json())
 
 
@@ -128,4 +130,6 @@ async def api_new_link(request: web.Request) -> web.Response:
         )
     except RoomNotFound:
         raise _error(web.HTTPNotFound, "not_found", "no such room") from None
-    return web.json_response({**room.as_json(), "previous_id": request.match_info["room_id"]})
+    old_id = request.match_info["room_id"]
+    await close_room_sockets(request.app, old_id)
+    return web.json_response({**room.as_json(), "previous_id": old_id})
