@@ -2,8 +2,10 @@
 # Debian packages the test suite needs: Chromium for browser tests, zbar to decode QR codes,
 # iproute2 for the test network namespace. Installs only what is missing.
 set -euo pipefail
-packages=(chromium zbar-tools iproute2)
+packages=(chromium zbar-tools iproute2 nftables)
 missing=()
+# Node runs the JS crypto and ladder tests (node --test); Debian's nodejs if none is installed.
+command -v node >/dev/null || missing+=(nodejs)
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
