@@ -20,7 +20,7 @@ from server.metrics import new_metrics
 from server.render import WEB_DIR, make_jinja
 from server.secrets_store import load_or_create_secret
 from server.throttle import LoginThrottle
-from server.views import api, health, pages
+from server.views import api, events, health, pages
 from server.ws import register_signaling_metrics, setup_ws
 
 log = logging.getLogger("ruang.app")
@@ -108,6 +108,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(pages.routes)
     app.add_routes(api.routes)
     setup_ws(app)
+    events.setup_events(app)
     register_signaling_metrics(app)
     app.router.add_static("/static/", WEB_DIR / "static", name="static", append_version=False)
     return app

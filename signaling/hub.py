@@ -6,6 +6,12 @@ The handler parses frames, enforces transport limits, then calls one hub method 
 The hub delivers to connections only through their ``Sink`` and reads the room's generation
 counter from the ``RoomRef`` the handler looked up; it bumps the counter through the callable it
 was built with (the server's is ``server.rooms_store.bump_generation``).
+
+Waiting observers (the dashboard's live feed) are told ``(room id, number of waiting clients)``
+whenever the number of clients waiting in a room changes: a knock, an admission, a decline, a
+waiting client leaving or its slot expiring, the room closing. A backend that keeps rooms
+elsewhere (Redis) calls ``_notify_waiting`` from whatever tells it of such a change, in every
+process, and answers ``waiting_counts`` from its own store.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from signaling import tokens
@@ -43,10 +49,14 @@ __all__ = [
     "JoinRequest",
     "RoomRef",
     "Sink",
+    "WaitingObserver",
 ]
 
 log = logging.getLogger("ruang.hub")
 BumpGeneration = Callable[[int], Awaitable[int]]
+WaitingObserver = Callable[[str, int], None]
+"""Called with (room id, clients now waiting there) when that number changes. It runs inside
+the hub's call, so it must be quick and not block; whatever it raises is logged and dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,33 @@ class Connection:
 
 class Hub(abc.ABC):
     stats: SignalingStats
+
+    def __init__(self) -> None:
+        self._waiting_observers: list[WaitingObserver] = []
+
+    # --- waiting observers (the same for every backend) -----------------------------------------
+
+    def add_waiting_observer(self, observer: WaitingObserver) -> None:
+        """Be told of every change in the number of clients waiting in any room."""
+        self._waiting_observers.append(observer)
+
+    def remove_waiting_observer(self, observer: WaitingObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting_observers.remove(observer)
+
+    def _notify_waiting(self, room_id: str, count: int) -> None:
+        for observer in list(self._waiting_observers):
+            try:
+                observer(room_id, count)
+            except Exception:
+                log.exception("waiting observer failed")
+
+    @abc.abstractmethod
+    async def waiting_counts(self, room_ids: Collection[str]) -> dict[str, int]:
+        """How many clients wait in each of ``room_ids`` now (0 for a room nobody is in).
+        Every waiting slot counts, connected or inside its resume window."""
+
+    # --- lifetime and the protocol --------------------------------------------------------------
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -162,6 +199,7 @@ class InProcessHub(Hub):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.limits = limits or RoomLimits()
         self.stats = stats or SignalingStats()
         self._key = token_key
@@ -172,6 +210,7 @@ class InProcessHub(Hub):
         self._rooms: dict[str, Room] = {}
         self._away: dict[Participant, tuple[Room, float]] = {}  # -> (room, slot deadline)
         self._tombstones: dict[str, float] = {}  # client id -> until (wall clock)
+        self._waiting: dict[str, int] = {}  # room id -> clients waiting, as last told (not 0)
         self._maintainer: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -193,12 +232,31 @@ class InProcessHub(Hub):
                 if p.sink is not None:
                     p.sink.close(CloseCode.GOING_AWAY, "server going away")
         self._rooms.clear()
+        self._waiting.clear()
 
     def room_count(self) -> int:
         return len(self._rooms)
 
     def participant_count(self) -> int:
         return sum(len(room.participants) for room in self._rooms.values())
+
+    # --- waiting counts -------------------------------------------------------------------------
+
+    async def waiting_counts(self, room_ids: Collection[str]) -> dict[str, int]:
+        return {room_id: self._waiting.get(room_id, 0) for room_id in room_ids}
+
+    def _note_waiting(self, room: Room) -> None:
+        """Tell the observers if the number of clients waiting in ``room`` changed. Called
+        after every operation that may change it (cheap: a room has a handful of clients)."""
+        live = self._rooms.get(room.id) is room
+        count = len(room.clients(PeerState.WAITING)) if live else 0
+        if count == self._waiting.get(room.id, 0):
+            return
+        if count:
+            self._waiting[room.id] = count
+        else:
+            self._waiting.pop(room.id, None)
+        self._notify_waiting(room.id, count)
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -235,6 +293,7 @@ class InProcessHub(Hub):
                 room.discard(p, GoneReason.EXPIRED, None)
                 self._bury(p)
                 self._forget_if_empty(room)
+                self._note_waiting(room)
 
     async def _maintain(self) -> None:
         tick = min(1.0, self.limits.resume_seconds / 4)
@@ -303,6 +362,7 @@ class InProcessHub(Hub):
         room.send(p, dump(joined))
         room.announce(p)
         room.deliver_pending(p)
+        self._note_waiting(room)
         return _Conn(room, p, sink)
 
     def _resume(self, room: Room, request: JoinRequest, sink: Sink) -> Participant:
@@ -341,12 +401,14 @@ class InProcessHub(Hub):
         c = self._live(conn)
         room = c.room_state
         admitted = room.admit(c.participant, target)
+        self._note_waiting(room)
         if admitted.sink is not None:  # its token now says "admitted"
             room.send(admitted, dump(Token(self._token(room, admitted))))
 
     async def decline(self, conn: Connection, target: str) -> None:
         c = self._live(conn)
         self._bury(c.room_state.decline(c.participant, target))
+        self._note_waiting(c.room_state)
         await self._bump_generation(c.room_state)
 
     async def remove(self, conn: Connection, target: str) -> None:
@@ -370,6 +432,7 @@ class InProcessHub(Hub):
         room.discard(c.participant, GoneReason.LEFT, CloseCode.NORMAL)
         self._bury(c.participant)
         self._forget_if_empty(room)
+        self._note_waiting(room)
 
     async def disconnect(self, conn: Connection) -> None:
         assert isinstance(conn, _Conn), "a connection from another hub"
@@ -395,3 +458,4 @@ class InProcessHub(Hub):
         room.participants.clear()
         room.counselor = None
         self._bury(*gone)
+        self._note_waiting(room)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from server.accounts import authenticate, normalise_email
 from server.audit import AuditEvent, record
-from server.auth import current_counselor, require_counselor, start_login_session
+from server.auth import COOKIE_NAME, current_counselor, require_counselor, start_login_session
 from server.keys import CONFIG, ENGINE, LOGIN_THROTTLE, METRICS
 from server.netutil import client_ip
 from server.render import render
@@ -116,12 +116,28 @@ async def counselor_room(request: web.Request) -> web.Response:
 
 @routes.get("/r/{room_id}", name="client")
 async def client_page(request: web.Request) -> web.Response:
-    """The client's page. It never consults the database: unknown, closed and open rooms get
-    byte-for-byte the same page (whether a room exists is learnt only by knocking)."""
+    """The client's page. Unknown, closed and open rooms get byte-for-byte the same page
+    (whether a room exists is learnt only by knocking), with one exception that tells nobody
+    anything: the logged-in counselor who owns this open room gets a page whose script moves
+    the key from the fragment into this browser's storage and goes on to the room page (so
+    links made by ``ruang room add`` work here). Only then is the database consulted; an
+    anonymous request touches neither the database nor a session cookie."""
     room_id = request.match_info["room_id"]
     if not is_room_id(room_id):
         return await render(request, "not_found.html", status=404, with_session=False)
+    if await _owns(request, room_id):
+        return await render(request, "owner_redirect.html", room_id=room_id, with_session=False)
     return await render(request, "client.html", room_id=room_id, with_session=False)
+
+
+async def _owns(request: web.Request, room_id: str) -> bool:
+    if COOKIE_NAME not in request.cookies:
+        return False
+    counselor = await current_counselor(request)
+    if counselor is None:
+        return False
+    room = await get_open_room(request.app[ENGINE], room_id)
+    return room is not None and room.counselor_id == counselor.id
 
 
 @routes.get("/bye", name="neutral")

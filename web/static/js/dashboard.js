@@ -1,5 +1,6 @@
-// The counselor's dashboard: rooms, their links (key made and kept in this browser), QR codes.
-// Builds the DOM with textContent only.
+// The counselor's dashboard: rooms, their links (key made and kept in this browser), QR codes,
+// and who is waiting, live (/api/events): a badge per room, a count in the title bar and a knock
+// sound, which also work in a background tab. Builds the DOM with textContent only.
 import { api, ApiError } from "./api.js";
 import { t } from "./i18n.js";
 import { forgetKey, getKey, newRoomKey, roomLink, setKey } from "./keystore.js";
@@ -10,6 +11,11 @@ const empty = document.getElementById("no-rooms");
 const notice = document.getElementById("dash-notice");
 const form = document.getElementById("new-room");
 const labelInput = document.getElementById("new-room-label");
+const liveNotice = document.getElementById("live-notice");
+const soundHint = document.getElementById("sound-hint");
+const baseTitle = document.title;
+let rooms = [];
+let waiting = {}; // room id -> clients waiting, as the live feed last said
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -37,6 +43,9 @@ function renderRoom(room) {
   const key = getKey(room.id);
   const item = el("li", { class: "room", "data-room-id": room.id });
   const title = el("h2", {}, room.label || t("untitled"));
+  const badge = el("span", { class: "waiting-badge" });
+  badge.hidden = true;
+  title.append(" ", badge);
   item.append(title);
 
   const fieldId = `link-${room.id}`;
@@ -90,9 +99,119 @@ function renderRoom(room) {
   return item;
 }
 
-function renderAll(rooms) {
+function renderAll(fresh) {
+  rooms = fresh;
   list.replaceChildren(...rooms.map(renderRoom));
   empty.hidden = rooms.length > 0;
+  showWaiting();
+}
+
+// --- who is waiting, live ------------------------------------------------------------------
+
+function showWaiting() {
+  for (const item of list.querySelectorAll("li.room")) {
+    const count = waiting[item.dataset.roomId] || 0;
+    const badge = item.querySelector(".waiting-badge");
+    badge.textContent = count ? t("waiting_count", { count }) : "";
+    badge.hidden = count === 0;
+  }
+  const total = Object.values(waiting).reduce((sum, n) => sum + n, 0);
+  document.title = total ? `(${total}) ${baseTitle}` : baseTitle;
+}
+
+// Browsers keep a page silent until the user has interacted with it, so the AudioContext is
+// made (or resumed) on the first click or key press; the hint on the page says so until then.
+let audio = null;
+
+function updateSoundHint() {
+  soundHint.hidden = Boolean(audio && audio.state === "running");
+}
+
+function unlockAudio() {
+  const Context = window.AudioContext || window.webkitAudioContext;
+  if (!Context) return;
+  try {
+    if (!audio) {
+      audio = new Context();
+      audio.addEventListener("statechange", updateSoundHint);
+    }
+    if (audio.state === "suspended") audio.resume().catch(() => {});
+  } catch {
+    audio = null;
+  }
+  updateSoundHint();
+}
+
+for (const type of ["pointerdown", "keydown", "touchend"]) {
+  document.addEventListener(type, unlockAudio, { capture: true, passive: true });
+}
+
+// Two short wooden knocks, synthesised (no audio file).
+function knock() {
+  if (!audio || audio.state !== "running") return;
+  const start = audio.currentTime + 0.02;
+  for (const offset of [0, 0.17]) {
+    const at = start + offset;
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    tone.type = "triangle";
+    tone.frequency.setValueAtTime(210, at);
+    tone.frequency.exponentialRampToValueAtTime(85, at + 0.09);
+    gain.gain.setValueAtTime(0.0001, at);
+    gain.gain.exponentialRampToValueAtTime(0.6, at + 0.004);
+    gain.gain.exponentialRampToValueAtTime(0.0001, at + 0.13);
+    tone.connect(gain).connect(audio.destination);
+    tone.start(at);
+    tone.stop(at + 0.14);
+  }
+}
+
+function onFeed(event) {
+  let data;
+  try {
+    data = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  if (!data || typeof data.rooms !== "object" || data.rooms === null) return;
+  const next = {};
+  for (const [id, count] of Object.entries(data.rooms)) {
+    if (Number.isInteger(count) && count > 0) next[id] = count;
+  }
+  const rose = Object.keys(next).filter((id) => next[id] > (waiting[id] || 0));
+  waiting = next;
+  showWaiting();
+  if (rose.length) {
+    knock();
+    liveNotice.textContent = rose.map((id) => {
+      const room = rooms.find((r) => r.id === id);
+      const label = (room && room.label) || t("untitled");
+      return t("knock_notice", { room: label, count: next[id] });
+    }).join(" ");
+  }
+}
+
+let retryDelay = 5000;
+
+function connectLive() {
+  if (!window.EventSource) return;
+  const source = new EventSource("/api/events");
+  source.addEventListener("message", onFeed);
+  source.addEventListener("open", () => {
+    retryDelay = 5000;
+    if (notice.textContent === t("live_paused")) say("");
+  });
+  source.addEventListener("error", () => {
+    // While the stream is merely interrupted the browser reconnects by itself. CLOSED means it
+    // gave up (the session ended, too many tabs, a proxy's error page): check the session,
+    // which sends the counselor to log in if it ended, and try again later.
+    if (source.readyState !== EventSource.CLOSED) return;
+    source.close();
+    say(t("live_paused"));
+    refresh();
+    window.setTimeout(connectLive, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 60000);
+  });
 }
 
 async function refresh() {
@@ -160,3 +279,4 @@ async function closeRoom(room) {
 
 form.addEventListener("submit", createRoom);
 refresh();
+connectLive();
