@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: Chromium for browser tests, zbar to decode QR codes,
-# iproute2 for the test network namespace. Installs only what is missing.
+# iproute2 for the test network namespace, coturn (turnserver) for the TURN tests, which start
+# their own. Installs only what is missing.
 set -euo pipefail
-packages=(chromium zbar-tools iproute2 nftables)
+packages=(chromium zbar-tools iproute2 nftables coturn)
 missing=()
 # Node runs the JS crypto and ladder tests (node --test); Debian's nodejs if none is installed.
 command -v node >/dev/null || missing+=(nodejs)
@@ -21,3 +22,8 @@ echo "install-system-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian enables coturn's system service on install; the tests need none running (and an
+# unconfigured relay must not listen on this machine).
+if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
+  systemctl disable --now coturn >/dev/null 2>&1 || true
+fi

@@ -13,6 +13,7 @@ from server import audit
 from server.auth import Handler, setup_auth
 from server.config import Config
 from server.db import create_schema, make_engine
+from server.echo import setup_echo
 from server.headers import setup_headers
 from server.i18n import Catalogs
 from server.keys import CATALOGS, CONFIG, ENGINE, JINJA, LOGIN_THROTTLE, METRICS, SECRET
@@ -20,6 +21,7 @@ from server.metrics import new_metrics
 from server.render import WEB_DIR, make_jinja
 from server.secrets_store import load_or_create_secret
 from server.throttle import LoginThrottle
+from server.turn import setup_turn
 from server.views import api, events, health, pages
 from server.ws import register_signaling_metrics, setup_ws
 
@@ -110,5 +112,7 @@ def create_app(config: Config) -> web.Application:
     setup_ws(app)
     events.setup_events(app)
     register_signaling_metrics(app)
+    setup_turn(app)
+    setup_echo(app)
     app.router.add_static("/static/", WEB_DIR / "static", name="static", append_version=False)
     return app

@@ -80,15 +80,39 @@ def origin_allowed(request: web.Request, origin: str) -> bool:
         return False
 
 
-@web.middleware
-async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method in {"GET", "HEAD", "OPTIONS"}:
-        return await handler(request)
+_CSRF_EXEMPT = "_ruang_csrf_exempt"
+
+
+def csrf_exempt(handler: Handler) -> Handler:
+    """Mark a handler whose POSTs carry no ambient authority (anonymous, or a bearer token)
+    and therefore need no CSRF token. A handler that also accepts the session cookie must
+    call ``verify_csrf`` itself on that path. A foreign Origin is still refused."""
+    setattr(handler, _CSRF_EXEMPT, True)
+    return handler
+
+
+def check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     # Browsers send "Origin: null" for form posts under Referrer-Policy: no-referrer; the
     # token alone decides then. Any real origin must be ours.
     if origin not in (None, "null") and not origin_allowed(request, origin):
         raise CsrfError()
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method in {"GET", "HEAD", "OPTIONS"}:
+        return await handler(request)
+    if getattr(request.match_info.handler, _CSRF_EXEMPT, False):
+        check_origin(request)
+        return await handler(request)
+    await verify_csrf(request)
+    return await handler(request)
+
+
+async def verify_csrf(request: web.Request) -> None:
+    """The Origin check and the session's CSRF token (header, or the form field)."""
+    check_origin(request)
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
     supplied = request.headers.get(CSRF_HEADER)
@@ -103,7 +127,6 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise CsrfError()
     if not hmac.compare_digest(expected.encode(), supplied.encode()):
         raise CsrfError()
-    return await handler(request)
 
 
 async def start_login_session(request: web.Request, counselor: Counselor) -> Session:

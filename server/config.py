@@ -67,6 +67,25 @@ def normalise_database_url(url: str) -> str:
     )
 
 
+TURN_SCHEMES = ("turn:", "turns:")
+ICE_SCHEMES = ("stun:", "stuns:", *TURN_SCHEMES)
+MIN_TURN_SECRET = 16
+
+
+def check_turn(urls: tuple[str, ...], secret: str) -> None:
+    """``RUANG_TURN_URLS`` holds stun:/stuns:/turn:/turns: URLs; TURN ones need the secret."""
+    for url in urls:
+        if not url.startswith(ICE_SCHEMES) or any(ch.isspace() for ch in url):
+            raise ConfigError(
+                f"RUANG_TURN_URLS: {url!r} must start with turn:, turns:, stun: or stuns:"
+            )
+    if any(url.startswith(TURN_SCHEMES) for url in urls):
+        if not secret:
+            raise ConfigError("RUANG_TURN_URLS names a TURN server: set RUANG_TURN_SECRET too")
+        if len(secret) < MIN_TURN_SECRET:
+            raise ConfigError(f"RUANG_TURN_SECRET must be at least {MIN_TURN_SECRET} characters")
+
+
 @dataclass(frozen=True)
 class Limits:
     login_failures_per_account: int = 10
@@ -82,6 +101,14 @@ class Limits:
     resume_seconds: int = 60
     room_capacity: int = 1
     max_waiting: int = 10
+    turn_ttl_seconds: int = 600
+    precheck_turn_ttl_seconds: int = 60
+    precheck_turn_per_ip: int = 30
+    precheck_window_seconds: int = 600
+    echo_max: int = 4
+    echo_seconds: int = 30
+    echo_per_ip: int = 20
+    echo_max_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -160,7 +187,18 @@ class Config:
             resume_seconds=_int(env, "RUANG_RESUME_SECONDS", 60, 1),
             room_capacity=_int(env, "RUANG_ROOM_CAPACITY", 1, 1),
             max_waiting=_int(env, "RUANG_MAX_WAITING", 10, 1),
+            turn_ttl_seconds=_int(env, "RUANG_TURN_TTL_SECONDS", 600, 60),
+            precheck_turn_ttl_seconds=_int(env, "RUANG_PRECHECK_TURN_TTL_SECONDS", 60, 10),
+            precheck_turn_per_ip=_int(env, "RUANG_PRECHECK_TURN_PER_IP", 30, 1),
+            precheck_window_seconds=_int(env, "RUANG_PRECHECK_WINDOW_SECONDS", 600, 1),
+            echo_max=_int(env, "RUANG_ECHO_MAX", 4, 0),
+            echo_seconds=_int(env, "RUANG_ECHO_SECONDS", 30, 5),
+            echo_per_ip=_int(env, "RUANG_ECHO_PER_IP", 20, 1),
+            echo_max_bytes=_int(env, "RUANG_ECHO_MAX_BYTES", 32 * 1024 * 1024, 0),
         )
+        turn_urls = _list(env, "RUANG_TURN_URLS")
+        turn_secret = env.get("RUANG_TURN_SECRET", "")
+        check_turn(turn_urls, turn_secret)
         return cls(
             host=env.get("RUANG_HOST", "0.0.0.0"),  # noqa: S104
             port=_int(env, "RUANG_PORT", 8443, 0),
@@ -176,8 +214,8 @@ class Config:
             session_minutes=_float(env, "RUANG_SESSION_MINUTES", 60.0),
             session_max_hours=_float(env, "RUANG_SESSION_MAX_HOURS", 12.0),
             audit_days=_int(env, "RUANG_AUDIT_DAYS", 30, 1),
-            turn_urls=_list(env, "RUANG_TURN_URLS"),
-            turn_secret=env.get("RUANG_TURN_SECRET", ""),
+            turn_urls=turn_urls,
+            turn_secret=turn_secret,
             metrics_token=env.get("RUANG_METRICS_TOKEN", ""),
             trusted_proxies=tuple(proxies),
             session_length_minutes=_int(env, "RUANG_SESSION_LENGTH_MINUTES", 50, 1),

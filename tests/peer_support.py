@@ -239,7 +239,14 @@ class RelayProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._http is not None
-        keep = ("cookie", "content-type", "accept", "accept-language", "x-csrf-token")
+        keep = (
+            "cookie",
+            "content-type",
+            "accept",
+            "accept-language",
+            "x-csrf-token",
+            "authorization",  # a client's resume token (POST /api/turn)
+        )
         headers = {k: v for k, v in request.headers.items() if k.lower() in keep}
         body = await request.read()
         async with self._http.request(

@@ -44,6 +44,7 @@ from signaling.peer.inner import (
 )
 from signaling.peer.media import FrameCounter
 from signaling.peer.rtc import CallRound, RtcError, RtcEvent
+from signaling.peer.turn import IceCredentials
 
 log = logging.getLogger("ruang.peer.call")
 
@@ -62,8 +63,10 @@ class Call:
         events: EventLog,
         send: SendRelay,
         notify: Callable[[RtcEvent], None],
+        ice: IceCredentials | None = None,
     ) -> None:
         self.config = config
+        self.ice = ice  # the server's TURN credentials (None: only config.ice_servers)
         self._notify = notify
         self.role: Role = role
         self.events = events
@@ -194,17 +197,23 @@ class Call:
 
     # --- rounds ---------------------------------------------------------------------------------
 
-    def _new_round(self, round_id: str, started_by_me: bool) -> CallRound:
+    async def _new_round(self, round_id: str, started_by_me: bool) -> CallRound:
         assert self._hellos is not None and self.peer_id is not None
         hello = self._hellos.channel.peer_hello(self.peer_id)
         assert hello is not None
+        servers = self.config.ice_servers if self.ice is None else await self.ice.servers()
+        if self.config.relay_only and not any(
+            u.startswith(("turn:", "turns:")) for s in servers for u in s.urls
+        ):
+            raise NoConnection("--relay-only, but the server offered no TURN relay")
         r = CallRound(
             round_id,
             self.role,
             peer_epoch=hello.epoch,
             started_by_me=started_by_me,
-            ice_servers=self.config.ice_servers,
+            ice_servers=servers,
             notify=self._notify,
+            relay_only=self.config.relay_only,
         )
         if self._level is not None and self._level != "video":
             r.set_level(self._level)
@@ -222,7 +231,7 @@ class Call:
     async def _start_round(self) -> None:
         self._round_due = None
         await self._drop_round()
-        self.round = self._new_round(new_id(), started_by_me=True)
+        self.round = await self._new_round(new_id(), started_by_me=True)
         log.info("commit round started")
         await self._seal({**self.round.commit.commit_msg(), "round": self.round.id})
 
@@ -246,7 +255,7 @@ class Call:
                 return
             await self._drop_round()
             self._round_due = None
-            r = self.round = self._new_round(rid, started_by_me=False)
+            r = self.round = await self._new_round(rid, started_by_me=False)
             log.info("joined a commit round")
             r.commit.on_commit(msg)
             await self._seal({**r.commit.commit_msg(), "round": rid})

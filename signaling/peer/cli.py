@@ -1,6 +1,7 @@
 """``ruang join``: argument parsing, the JSON-line events on stdout, exit codes.
 
     ruang join LINK [--name N] [--text-only] [--say TEXT] [--seconds S] [--insecure]
+                    [--relay-only]
     ruang join LINK --counselor --email E --password-stdin [...]
 
 Exit codes: 0 ended normally, 2 usage, 3 declined, 4 unknown or closed room, 5 no connection
@@ -43,6 +44,11 @@ def add_join_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--say", default="", help="send this chat message once connected")
     p.add_argument("--seconds", type=float, default=None, help="stay this long once connected")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help='media only through the server\'s TURN relay (iceTransportPolicy "relay")',
+    )
     p.add_argument("--counselor", action="store_true", help="join as the room's counselor")
     p.add_argument("--email", default="", help="the counselor's email (with --counselor)")
     p.add_argument(
@@ -74,6 +80,8 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
         raise UsageError(f"--name is longer than {MAX_NAME} characters")
     if len(args.say) > MAX_CHAT:
         raise UsageError(f"--say is longer than {MAX_CHAT} characters")
+    if args.relay_only and args.text_only:
+        raise UsageError("--relay-only is about media; --text-only has none")
     if args.counselor:
         if not args.email:
             raise UsageError("--counselor needs --email")
@@ -94,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
         insecure=args.insecure,
         email=args.email,
         password=password,
+        relay_only=args.relay_only,
     )
 
 

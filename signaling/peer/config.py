@@ -13,7 +13,7 @@ LEVELS: tuple[Level, ...] = ("text", "audio", "low-video", "video")  # lowest fi
 
 @dataclass(frozen=True, slots=True)
 class IceServer:
-    """A STUN or TURN server (TURN credentials come with a later issue)."""
+    """A STUN or TURN server (call credentials come from the server's ``POST /api/turn``)."""
 
     urls: tuple[str, ...]
     username: str | None = None
@@ -31,7 +31,9 @@ class PeerConfig:
     insecure: bool = False  # skip TLS verification (development certificates)
     email: str = ""
     password: str = field(default="", repr=False)
-    ice_servers: tuple[IceServer, ...] = ()  # none by default: host candidates only
+    ice_servers: tuple[IceServer, ...] = ()  # static ones; the server's TURN ones are added
+    relay_only: bool = False  # iceTransportPolicy "relay": TURN relay candidates only
+    fetch_turn: bool = True  # ask the server for call credentials (POST /api/turn)
     connect_timeout: float = 30.0  # from admission to "connected" (exit code 5)
     stall_timeout: float = 10.0  # a commit round that makes no progress is restarted
     chat_resend: float = 2.0  # seconds between re-sends of an unacknowledged chat message

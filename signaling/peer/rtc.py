@@ -20,6 +20,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -53,13 +54,20 @@ class RtcEvent:
     track: MediaStreamTrack | None = None
 
 
-def rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
-    """Never None for iceServers: aiortc would then use a public STUN server."""
+def rtc_configuration(
+    ice_servers: tuple[IceServer, ...], relay_only: bool = False
+) -> RTCConfiguration:
+    """Never None for iceServers: aiortc would then use a public STUN server. ``relay_only`` is
+    ``iceTransportPolicy: "relay"``: only TURN relay candidates are gathered (aiortc >= 1.10;
+    aiortc uses the first usable turn:/turns: URL)."""
     return RTCConfiguration(
         iceServers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in ice_servers
-        ]
+        ],
+        iceTransportPolicy=(
+            RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        ),
     )
 
 
@@ -90,6 +98,7 @@ class CallRound:
         started_by_me: bool,
         ice_servers: tuple[IceServer, ...],
         notify: Callable[[RtcEvent], None],
+        relay_only: bool = False,
     ) -> None:
         self.id = round_id
         self.role: Role = role
@@ -98,7 +107,7 @@ class CallRound:
         self.started_at = time.monotonic()
         self.progress_at = self.started_at
         self._notify = notify
-        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers, relay_only))
         self.video = SyntheticVideoTrack()
         self.audio = ToneAudioTrack()
         self.video_sender = self.pc.addTrack(self.video)

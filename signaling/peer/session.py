@@ -57,6 +57,13 @@ from signaling.peer.errors import (
 from signaling.peer.events import EventLog
 from signaling.peer.rtc import RtcEvent
 from signaling.peer.transport import login, make_http, open_socket
+from signaling.peer.turn import (
+    Fetched,
+    IceCredentials,
+    csrf_token,
+    fetch_call_servers,
+    token_admitted,
+)
 
 log = logging.getLogger("ruang.peer.session")
 
@@ -122,7 +129,12 @@ class Session:
         self.events = events
         self.role: Role = "counselor" if config.counselor else "client"
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
-        self.call = Call(config, self.role, events, self._send_relay, self._inbox.put_nowait)
+        wants_turn = config.fetch_turn and not config.text_only
+        self.ice = IceCredentials(config.ice_servers, self._fetch_turn if wants_turn else None)
+        self._csrf: str | None = None
+        self.call = Call(
+            config, self.role, events, self._send_relay, self._inbox.put_nowait, ice=self.ice
+        )
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._gen = 0
@@ -166,6 +178,7 @@ class Session:
     async def _start(self, http: aiohttp.ClientSession) -> None:
         if self.role == "counselor":
             await login(http, self.config.link, self.config.email, self.config.password)
+            self.ice.prefetch()  # call credentials, ready before the first round
         self._attach(await open_socket(http, self.config.link, self._join_message()))
         self._spawn(self._ticker())
 
@@ -200,6 +213,7 @@ class Session:
 
     async def _teardown(self) -> None:
         await self.call.close()
+        await self.ice.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -277,6 +291,21 @@ class Session:
             self._inbox.put_nowait(_Opened(ws))
             return
 
+    async def _fetch_turn(self) -> Fetched | None:
+        """Call credentials: the counselor with its session (cookie + CSRF token), the client
+        with a resume token that says "admitted" (None until it has one)."""
+        http, link = self._http, self.config.link
+        if http is None:
+            return None
+        if self.role == "counselor":
+            if self._csrf is None:
+                self._csrf = await csrf_token(http, link)
+            return await fetch_call_servers(http, link, csrf=self._csrf)
+        token = self._token
+        if not self._admitted or not token_admitted(token):
+            return None
+        return await fetch_call_servers(http, link, bearer=token)
+
     # --- dispatch -------------------------------------------------------------------------------
 
     async def _handle(self, item: _Item) -> None:
@@ -314,6 +343,8 @@ class Session:
             await self._client_admitted()
         elif isinstance(msg, Token):
             self._token = msg.resume
+            if self.role == "client" and self._admitted:
+                self.ice.prefetch()  # the token that says "admitted" follows the admission
         elif isinstance(msg, Error):
             log.info("the server refused a %s: %s", msg.ref or "message", msg.code)
 
@@ -382,6 +413,7 @@ class Session:
             return
         self._admitted = True
         self.events.emit("admitted")
+        self.ice.prefetch()
         self.call.begin()
 
     async def _counselor_joined(self, peers: tuple[PeerInfo, ...]) -> None:
