@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import sys
+import termios
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from server import auth
 from server.audit import AuditEvent, record
@@ -65,6 +72,12 @@ log = logging.getLogger("ruang.ws")
 JOIN_TIMEOUT = 10.0  # seconds from upgrade to a valid join
 HEARTBEAT = 20.0  # WebSocket ping interval; no pong within half of it drops the connection
 CLOSE_TIMEOUT = 5.0  # for the closing handshake before the transport is cut
+SEND_STALL = 5.0  # the writer waits this long and the peer took nothing: too slow (4012)
+SEND_BUFFER_BYTES = 4 << 20  # per connection: queued frames plus the transport's unsent bytes
+WRITE_BUFFER_HIGH = 256 << 10  # the transport's high-water mark; the writer waits above it
+LINGER_POLL = 0.02  # while a closed connection is still flushing
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
 FATAL_CLOSE: Mapping[type[Fatal], CloseCode] = MappingProxyType(
     {
@@ -106,23 +119,73 @@ class _Socket(web.WebSocketResponse):
 
 
 class SocketSink:
-    """The hub's view of one socket: a bounded send queue drained by a writer task."""
+    """The hub's view of one socket: a bounded send queue drained by a writer task.
 
-    def __init__(self, ws: _Socket, limit: int, stats: SignalingStats) -> None:
+    A peer that does not read must cost a bounded amount of memory and be dropped (4012) quickly:
+
+    - the queue is bounded by frames (``RUANG_WS_SEND_QUEUE``) and, together with what the
+      transport has not sent yet, by bytes (``max_bytes``); a frame that does not fit closes the
+      socket with 4012 (the hub does that when ``send`` says no);
+    - the writer waits for the transport after every frame while it is over ``WRITE_BUFFER_HIGH``
+      (so it holds at most that plus one frame); if the peer takes nothing at all for
+      ``SEND_STALL`` seconds while the writer waits, it is too slow too, even if nothing more is
+      queued (a slow link that keeps taking bytes is not);
+    - once closed (any code), the closing handshake gets ``CLOSE_TIMEOUT`` seconds; then the
+      connection is cut (RST), so an unread backlog never keeps the socket, its buffers or its
+      handler alive.
+
+    The writer is never cancelled while it waits for the transport to drain: aiohttp shares one
+    drain future between everyone writing to the socket, and cancelling a waiter cancels it for
+    all of them. Cutting the transport is what releases a stuck writer.
+    """
+
+    def __init__(
+        self,
+        ws: _Socket,
+        request: web.Request,
+        out: AbstractStreamWriter,
+        limit: int,
+        max_bytes: int,
+        stats: SignalingStats,
+    ) -> None:
+        """``out`` is what ``ws.prepare(request)`` returned."""
         self._ws = ws
+        self._out = out
+        self._protocol = request.protocol  # its .transport is None once the connection is gone
         self._limit = limit
+        self._max_bytes = max_bytes
         self._stats = stats
         self._queue: deque[str] = deque()
+        self._queued = 0  # characters queued; server frames are ASCII JSON, so also bytes
         self._wake = asyncio.Event()
         self.close_code: int | None = None
         self._reason = ""
+        transport = request.transport
+        if transport is not None:
+            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_HIGH // 4)
+        self._stall: asyncio.TimerHandle | None = None
         self._writer = asyncio.create_task(self._write())
         self._closer: asyncio.Task[None] | None = None
 
+    def _unsent(self) -> int:
+        """Bytes the transport holds that the peer has not taken yet."""
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
+
+    @property
+    def buffered(self) -> int:
+        """What this connection holds for its peer: queued frames plus the transport's buffer."""
+        return self._queued + self._unsent()
+
     def send(self, text: str) -> bool:
-        if self.close_code is not None or len(self._queue) >= self._limit:
+        if self.close_code is not None:
+            return False
+        if len(self._queue) >= self._limit or self.buffered + len(text) > self._max_bytes:
             return False
         self._queue.append(text)
+        self._queued += len(text)
         self._wake.set()
         return True
 
@@ -133,37 +196,121 @@ class SocketSink:
         self._reason = reason
         self._stats.closes[code] += 1
         if code == CloseCode.TOO_SLOW:
-            # The writer may be stuck on a peer that does not read: drop what is queued.
-            self._queue.clear()
-            self._writer.cancel()
-            self._closer = asyncio.create_task(self._shut())
+            self._queue.clear()  # what was queued is lost (docs/protocol.md section 5)
+            self._queued = 0
         self._wake.set()
+        self._closer = asyncio.create_task(self._shut())
+
+    def _socket(self) -> Any:
+        transport = self._protocol.transport
+        if transport is None:
+            return None
+        try:
+            return transport.get_extra_info("socket")
+        except AttributeError:  # Python 3.11's TLS transport, once close() was called twice
+            return None
+
+    def _untaken(self) -> int:
+        """Bytes on their way to the peer that it has not taken: the transport's buffer and, on
+        Linux, the kernel's send queue (sent but not acknowledged, or not sent yet)."""
+        untaken = self._unsent()
+        sock = self._socket()
+        if sock is not None and _OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                untaken += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)))[0]
+        return untaken
+
+    def _watch(self, mark: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._stall = loop.call_later(SEND_STALL, self._stalled, mark)
+
+    def _unwatch(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self, mark: int) -> None:
+        """The writer has waited ``SEND_STALL`` seconds; ``mark`` is what was untaken then."""
+        self._stall = None
+        if self.close_code is not None:
+            return
+        untaken = self._untaken()
+        if untaken < mark:  # it took something: a slow link, not a peer that does not read
+            self._watch(untaken)
+            return
+        self._stats.sends_dropped += 1
+        self.close(CloseCode.TOO_SLOW, "too slow")
 
     async def _write(self) -> None:
         ws = self._ws
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue and not ws.closed:
-                    await ws.send_str(self._queue.popleft())
-                if self.close_code is not None:
-                    break
-        except ConnectionError:
-            return  # the transport is gone; the reader sees it too
-        await self._shut()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and not ws.closed:
+                text = self._queue.popleft()
+                self._queued -= len(text)
+                self._watch(self._untaken() + len(text))  # the frame is not written yet
+                try:
+                    await ws.send_str(text)
+                    # send_str waits for the transport only every 64 KiB: wait after each frame,
+                    # so a transport over its high-water mark always has a writer on the clock.
+                    await self._out.drain()
+                except ConnectionError:
+                    return  # the transport is gone (or closing); the reader sees it too
+                finally:
+                    self._unwatch()
+            if self.close_code is not None:
+                return
 
     async def _shut(self) -> None:
+        """Flush what was queued before the close, close with our code, and make sure the
+        connection is gone ``CLOSE_TIMEOUT`` seconds later at the latest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT
         code = self.close_code or CloseCode.NORMAL
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):  # on timeout aiohttp cuts the transport
-                await self._ws.close(code=code, message=self._reason.encode())
+        too_slow = code == CloseCode.TOO_SLOW
+        if not too_slow:  # the peer reads: what was queued goes first, then the close frame
+            await asyncio.wait([self._writer], timeout=CLOSE_TIMEOUT)
+        closing: asyncio.Task[bool] | None = None
+        if self._writer.done() or too_slow:
+            # For 4012 the close frame goes out behind the backlog without waiting for it
+            # (drain=False); it also wakes the reader, so the hub lets the peer go at once.
+            closing = asyncio.create_task(
+                self._ws.close(code=code, message=self._reason.encode(), drain=not too_slow)
+            )
+            await asyncio.wait([closing], timeout=max(0.0, deadline - loop.time()))
+        # A graceful TCP/TLS close may still be flushing; aiohttp 3.14 has no event for the
+        # connection going away, but the protocol drops its transport then.
+        while self._protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(LINGER_POLL)
+        if self._protocol.transport is not None:
+            self._cut()
+        # Cutting released anything waiting on the transport; nothing here is left hanging.
+        pending = [t for t in (self._writer, closing) if t is not None and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+        for task in pending:
+            task.cancel()  # only if aiohttp did not let go after the cut (never seen)
+        if closing is not None and closing.done() and not closing.cancelled():
+            closing.exception()  # retrieved: a failed close is expected for a peer we cut
+
+    def _cut(self) -> None:
+        """Drop the connection now: no flushing, and an RST so the kernel frees its buffers."""
+        transport = self._protocol.transport
+        if transport is None:
+            return
+        sock = self._socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
 
     async def wait_closed(self) -> None:
         """Close (if nobody did) and wait for the writer and the closing handshake."""
         if self.close_code is None:
             self.close_code = CloseCode.NORMAL  # the peer closed first: nothing to count
-        self._wake.set()
+            self._wake.set()
+            self._closer = asyncio.create_task(self._shut())
         tasks = [t for t in (self._writer, self._closer) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -255,8 +402,16 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         return web.Response(status=426, text="WebSocket only\n", headers={"Upgrade": "websocket"})
-    await ws.prepare(request)
-    sink = SocketSink(ws, config.limits.ws_send_queue, stats)
+    out = await ws.prepare(request)
+    limits = config.limits
+    sink = SocketSink(
+        ws,
+        request,
+        out,
+        limits.ws_send_queue,
+        max(SEND_BUFFER_BYTES, 4 * limits.ws_max_frame_bytes),
+        stats,
+    )
     state.sockets.add(sink)
     stats.connections_open += 1
     stats.connections_total += 1

@@ -4,9 +4,15 @@ limits, resume and takeover, each with the answer docs/protocol.md documents."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import signal
+import socket
+import ssl
+import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -68,6 +74,15 @@ async def recv_until(ws: aiohttp.ClientWebSocketResponse, pred: Callable[[Json],
             return m
 
 
+def is_peer(m: Json) -> bool:
+    return m["type"] == "peer"
+
+
+def not_token(m: Json) -> bool:
+    """Token refreshes come every resume_seconds / 3, between anything else."""
+    return m["type"] != "token"
+
+
 async def closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> tuple[int, str]:
     """Skip text frames until the close; return (code, reason)."""
     while True:
@@ -101,11 +116,11 @@ class Session:
         await join(self.c, room.id, "counselor")
         self.k = await connect(anon, room.server)
         self.kj = await join(self.k, room.id, "client")
-        await recv(self.c)  # the knock
+        await recv_until(self.c, is_peer)  # the knock
         await self.c.send_json({"type": "admit", "id": self.kj["id"]})
-        assert (await recv(self.k))["type"] == "admitted"
-        self.token = (await recv(self.k))["resume"]
-        assert (await recv(self.c))["state"] == "admitted"
+        assert (await recv_until(self.k, not_token))["type"] == "admitted"
+        self.token = (await recv_until(self.k, lambda m: m["type"] == "token"))["resume"]
+        assert (await recv_until(self.c, is_peer))["state"] == "admitted"
         return self
 
     async def exchange(self, n: int = 1) -> None:
@@ -114,12 +129,12 @@ class Session:
             await self.k.send_json(
                 {"type": "relay", "to": "counselor", "epoch": EPOCH, "box": f"K{i}"}
             )
-            got = await recv(self.c)
+            got = await recv_until(self.c, not_token)
             assert got == {"type": "relay", "from": self.kj["id"], "epoch": EPOCH, "box": f"K{i}"}
             await self.c.send_json(
                 {"type": "relay", "to": self.kj["id"], "epoch": EPOCH, "box": f"C{i}"}
             )
-            got = await recv(self.k)
+            got = await recv_until(self.k, not_token)
             assert got == {"type": "relay", "from": "counselor", "epoch": EPOCH, "box": f"C{i}"}
 
 
@@ -334,8 +349,8 @@ async def test_slot_expires_after_the_window(make_server: Callable[..., ServerPr
         async with counselor(server) as room, server.client() as anon:
             s = await Session().open(room, anon)
             await s.k.close()
-            assert (await recv(s.c))["connected"] is False
-            expired = await recv_until(s.c, lambda m: m["type"] == "peer")
+            assert (await recv_until(s.c, is_peer))["connected"] is False
+            expired = await recv_until(s.c, is_peer)
             assert expired["state"] == "gone" and expired["reason"] == "expired"
             k2 = await connect(anon, server)
             j2 = await join(k2, room.id, "client", resume=s.token)
@@ -385,29 +400,196 @@ async def test_decline_and_remove(server: ServerProcess) -> None:
         assert (await closed(k))[0] == CloseCode.REMOVED
 
 
+class RawClient:
+    """A WebSocket client on a bare socket (TLS or not) with a tiny receive buffer: it upgrades
+    and reads by hand, so it reads nothing unless told to. (aiohttp's client keeps reading in the
+    background, into its own buffers.) Blocking calls: use it from a thread."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        origin: str = "",
+        rcvbuf: int = 4096,
+    ) -> None:
+        self.port = port
+        self.origin = origin
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: small window
+        sock.settimeout(10)
+        try:
+            sock.connect(("127.0.0.1", port))
+            if tls is not None:  # keep an abrupt end visible: no suppress_ragged_eofs
+                sock = tls.wrap_socket(
+                    sock, server_hostname="localhost", suppress_ragged_eofs=False
+                )
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    @classmethod
+    def to(cls, server: ServerProcess) -> RawClient:
+        return cls(server.port, tls=server.ssl_context(), origin=server.origin)
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "connection closed"
+            data += chunk
+        return data
+
+    def upgrade(self) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        origin = f"Origin: {self.origin}\r\n" if self.origin else ""
+        self.sock.sendall(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{origin}\r\n"
+            ).encode()
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += self._exact(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    def read_text(self) -> str:
+        first, size = self._exact(2)
+        assert first == 0x81, first  # one unfragmented text frame
+        if size == 126:
+            size = struct.unpack("!H", self._exact(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self._exact(8))[0]
+        return self._exact(size).decode()
+
+    def join(self, room_id: str) -> Json:
+        self.upgrade()
+        self.send_text(json.dumps({"type": "join", "v": 1, "room": room_id, "role": "client"}))
+        joined: Json = json.loads(self.read_text())
+        assert joined["type"] == "joined", joined
+        return joined
+
+    def read_to_the_end(self, timeout: float) -> tuple[str, int]:
+        """Read (at last) until the server's side is gone. Returns how it ended, "cut" (a reset,
+        or TCP closed without TLS close_notify) or "closed" (EOF, after a TLS close_notify if
+        TLS), and the number of bytes read."""
+        self.sock.settimeout(timeout)
+        n = 0
+        try:
+            while chunk := self.sock.recv(1 << 16):
+                n += len(chunk)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return "cut", n
+        return "closed", n
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 async def test_a_client_that_does_not_read_is_dropped(
     make_server: Callable[..., ServerProcess],
 ) -> None:
-    server = make_server(RUANG_WS_RATE="100000", RUANG_WS_BURST="100000", RUANG_WS_SEND_QUEUE="8")
+    """~100 MB for a client that never reads: it is closed with 4012 (and its socket cut) within
+    seconds, the server's memory stays put, and another room keeps talking meanwhile. The default
+    send queue (256 frames) would hold ~15 MB of these frames: the byte bound trips first."""
+    server = make_server(RUANG_WS_RATE="100000", RUANG_WS_BURST="100000")
     await server.start()
+    assert server.proc is not None
+    pid = server.proc.pid
+    raw = None
     try:
         async with counselor(server) as room, server.client() as anon:
-            s = await Session().open(room, anon)
-            box = "Z" * 60_000
-            # The client stops reading; the counselor keeps sending until the server gives up.
-            for _ in range(2000):
-                await s.c.send_json({"type": "relay", "to": s.kj["id"], "epoch": EPOCH, "box": box})
-                if "ws closed code=4012" in server.log():
-                    break
-                await asyncio.sleep(0)
-            for _ in range(100):
-                if "ws closed code=4012" in server.log():
-                    break
-                await asyncio.sleep(0.1)
-            assert "ws closed code=4012" in server.log()
-            m = await recv_until(s.c, lambda m: m["type"] == "peer")
-            assert m["id"] == s.kj["id"] and m["connected"] is False
+            other = await Session().open(Room(server, room.http, await new_room(room)), anon)
+            c = await connect(room.http, server)
+            await join(c, room.id, "counselor")
+            raw = RawClient.to(server)
+            rid = (await asyncio.to_thread(raw.join, room.id))["id"]
+            assert (await recv_until(c, is_peer))["id"] == rid  # the knock
+
+            seen: list[Json] = []  # the counselor reads everything, so only the raw client lags
+
+            async def counselor_reads() -> None:
+                while True:
+                    msg = await c.receive()
+                    if msg.type is not WSMsgType.TEXT:
+                        return
+                    seen.append(json.loads(msg.data))
+
+            def dropped() -> bool:
+                return any(
+                    m["type"] == "peer" and m["id"] == rid and not m["connected"] for m in seen
+                )
+
+            lags: list[float] = []
+            flooding = True
+
+            async def other_room_talks() -> None:
+                while flooding:
+                    t = time.monotonic()
+                    await other.exchange()
+                    lags.append(time.monotonic() - t)
+                    await asyncio.sleep(0.05)
+
+            reader = asyncio.create_task(counselor_reads())
+            talker = asyncio.create_task(other_room_talks())
+            frame = json.dumps({"type": "relay", "to": rid, "epoch": EPOCH, "box": "Z" * 60_000})
+            base = peak = rss_kib(pid)
+            t0 = time.monotonic()
+            dropped_after: float | None = None
+            async with asyncio.timeout(120):
+                for i in range(1700):  # ~100 MB
+                    await c.send_str(frame)
+                    if i % 25 == 0:
+                        peak = max(peak, rss_kib(pid))
+                        await asyncio.sleep(0)  # let the readers run
+                    if dropped_after is None and dropped():
+                        dropped_after = time.monotonic() - t0
+                while not dropped():
+                    await asyncio.sleep(0.05)
+                if dropped_after is None:
+                    dropped_after = time.monotonic() - t0
+                while "ws closed code=4012" not in server.log():  # after the cut
+                    await asyncio.sleep(0.05)
+                closed_after = time.monotonic() - t0
+                peak = max(peak, rss_kib(pid))
+                flooding = False
+                await talker
+                await other.exchange(3)  # the other room was never held up, and still works
+            # The server gave up on the client while the flood was still going...
+            assert dropped_after < 20, dropped_after
+            # ... and cut its socket at most CLOSE_TIMEOUT (5 s) later: a reset, not a flush.
+            assert closed_after - dropped_after < 15, (dropped_after, closed_after)
+            # Of the megabytes in flight only what sat in its tiny receive buffer ever arrives.
+            end, got = await asyncio.to_thread(raw.read_to_the_end, 5.0)
+            assert end == "cut" and got < 64 * 1024, (end, got)
+            # Memory stayed put: the queue is bounded in bytes, the transport's buffer too.
+            assert (peak - base) < 12 * 1024, f"RSS grew by {(peak - base) // 1024} MiB"
+            assert len(lags) >= 3 and max(lags) < 5.0, lags
+            await c.close()
+            await reader
+            log = server.log()
+            assert log.count("ws closed code=4012") == 1, log
     finally:
+        if raw is not None:
+            raw.close()
         await server.stop()
 
 
