@@ -43,6 +43,7 @@ from signaling.peer.inner import (
     peer_name,
 )
 from signaling.peer.media import FrameCounter
+from signaling.peer.quality import QualityMonitor
 from signaling.peer.rtc import CallRound, RtcError, RtcEvent
 from signaling.peer.turn import IceCredentials
 
@@ -86,6 +87,9 @@ class Call:
         self._gaps = 0
         self._peer_level: Level | None = None
         self._level: Level | None = None
+        self._own_reported: Level | None = None
+        # My own level: the quality ladder over my RTCP figures (signaling/peer/quality.py).
+        self.quality = QualityMonitor("text" if config.text_only else "video")
         self.bye: str | None = None  # the other side's goodbye reason, once received
         self._say_at: float | None = None  # when --say goes out at the latest
         self._round_due: float | None = None  # the counselor starts a round then
@@ -98,7 +102,7 @@ class Call:
 
     @property
     def own_level(self) -> Level:
-        return "text" if self.config.text_only else "video"
+        return self.quality.level
 
     async def new_identity(self, room_id: str, my_id: str) -> None:
         """A fresh participant id or epoch (a first join, or after a refused resume): the
@@ -415,7 +419,7 @@ class Call:
         self.connected = True
         self._deadline = None
         self.events.emit("connected", path=path)
-        await self._seal({"type": "mode", "level": self.own_level})
+        await self._announce()
         self._apply_level()
         if not self.ever_connected:
             self.ever_connected = True
@@ -436,15 +440,21 @@ class Call:
             self.chat.new(self.config.say)
             await self._flush_chat(force=True)
 
+    async def _announce(self) -> None:
+        await self._seal({"type": "mode", "level": self.own_level, "reason": self.quality.reason})
+
     def _apply_level(self) -> None:
-        theirs = self._peer_level or self.own_level
-        level = min(self.own_level, theirs, key=LEVELS.index)
+        own = self.own_level
+        theirs = self._peer_level or own
+        level = min(own, theirs, key=LEVELS.index)
         if self._text_only():
             level = "text"
-        if level != self._level and (self.connected or self._text_only()):
+        changed = level != self._level
+        if (changed or own != self._own_reported) and (self.connected or self._text_only()):
             self._level = level
-            self.events.emit("mode", level=level)
-            if self.round is not None and not self.round.closed:
+            self._own_reported = own
+            self.events.emit("mode", level=level, own=own)
+            if changed and self.round is not None and not self.round.closed:
                 self.round.set_level(level)
 
     def _report_frames(self, kind: str, frames: int) -> None:
@@ -486,6 +496,11 @@ class Call:
             raise NoConnection(f"no connection within {self.config.connect_timeout:g} s")
         await self._maybe_say()
         await self._flush_chat(force=False)
+        r = self.round
+        if self.connected and r is not None and not r.closed and not self._text_only():
+            if await self.quality.tick(r.pc, self._level or "video"):  # my level changed
+                await self._announce()
+                self._apply_level()
         if self._round_due is not None:
             if now >= self._round_due:
                 self._round_due = None

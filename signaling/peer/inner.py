@@ -20,6 +20,7 @@ rebuild    round                                                       my peer c
 chat       id, text (<= 4000)                                          also on the data channel
 ack        id                                                          also on the data channel
 mode       level: video | low-video | audio | text                     the sender's own level
+           reason?: network | manual                                   (and why)
 bye        reason?: left | ended | security                            the sender is going
 =========  ==========================================================  =========================
 
@@ -45,6 +46,7 @@ CAP_ICE_RESTART: Final = "ice-restart"
 CAP_ROLLBACK: Final = "rollback"
 CAP_TEXT_ONLY: Final = "text-only"
 BYE_REASONS: Final = frozenset({"left", "ended", "security"})
+MODE_REASONS: Final = frozenset({"network", "manual"})
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -89,6 +91,7 @@ class Ack:
 @dataclass(frozen=True, slots=True)
 class Mode:
     level: Level
+    reason: str | None = None  # "network" or "manual" (why the sender is at that level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +137,12 @@ def parse_inner(msg: dict[str, Any]) -> Inner:
         return Ack(_ident(msg, "id"))
     if kind == "mode":
         level = msg.get("level")
+        reason = msg.get("reason")
+        if reason is not None and reason not in MODE_REASONS:
+            raise InnerMessageError("mode.reason is not a reason")
         for known in get_args(Level):
             if level == known:
-                return Mode(known)
+                return Mode(known, reason)
         raise InnerMessageError("mode.level is not a level")
     if kind == "bye":
         reason = msg.get("reason", "left")

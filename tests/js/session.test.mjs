@@ -45,6 +45,8 @@ test("parseInner accepts every message inner.py accepts, keeping only known fiel
   for (const level of ["video", "low-video", "audio", "text"]) {
     assert.equal(parseInner({ type: "mode", level }).level, level);
   }
+  assert.deepEqual(parseInner({ type: "mode", level: "audio", reason: "network" }),
+    { type: "mode", level: "audio", reason: "network" });
   assert.equal(parseInner({ type: "bye" }).reason, "left");
   assert.equal(parseInner({ type: "bye", reason: "security" }).reason, "security");
 });
@@ -64,6 +66,7 @@ test("parseInner refuses what inner.py refuses", () => {
     { type: "chat", id: "a", text: 5 },
     { type: "ack" },
     { type: "mode", level: "hd" },
+    { type: "mode", level: "audio", reason: "bored" },
     { type: "bye", reason: "bored" },
     { type: "hug" },
     null,
@@ -105,7 +108,9 @@ test("ChatBook re-sends until acknowledged and shows each id once", () => {
   const book = new ChatBook();
   const m = book.add("hello");
   assert.deepEqual(book.due(0, 2000), [m]);
+  assert.equal(book.attempts(m.id), 0, "the first send may take the data channel");
   book.markSent(m.id, 0);
+  assert.equal(book.attempts(m.id), 1, "re-sends go through the relay");
   assert.deepEqual(book.due(1000, 2000), []);
   assert.deepEqual(book.due(2000, 2000), [m]);
   assert.equal(book.onAck(m.id), true);

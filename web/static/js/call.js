@@ -27,6 +27,8 @@
 // overlap; peer connection events are fed into that same queue.
 
 import { CommitRound, CommitmentError } from "./e2e.js";
+import * as ladder from "./ladder.js";
+import { StatsSampler } from "./quality.js";
 import { FingerprintError, fingerprintFromRtc, fingerprintFromSdp } from "./crypto.js";
 import {
   CAP_ICE_RESTART,
@@ -35,7 +37,6 @@ import {
   InnerMessageError,
   LEVELS,
   isId,
-  lowerLevel,
   newId,
 } from "./session.js";
 
@@ -50,6 +51,11 @@ const GATHER_MAX_MS = 4000;
 const MEDIA_WAIT_MS = 20000;
 const MAX_PENDING_CANDIDATES = 200;
 const LOW_VIDEO = { maxBitrate: 150000, scaleResolutionDownBy: 2, maxFramerate: 15 };
+// Audio only: Opus at 20 kbit/s (speech stays clear; with packet overhead each direction needs
+// about 40 kbit/s, so a 100 kbit/s link carries both).
+const LOW_AUDIO = { maxBitrate: 20000 };
+export const SAMPLE_MS = 1000; // getStats() into the quality ladder about this often
+const QUALITY_LOG_MAX = 600; // tests and the bench may read the last samples (no content)
 
 export class CallError extends Error {
   constructor(message) {
@@ -111,6 +117,10 @@ class Round {
     this.restartedAt = null;
     this.restarts = 0;
     this.pathPolledAt = 0;
+    this.sampler = new StatsSampler();
+    this.sampledAt = 0;
+    this.senderState = new Map(); // sender -> "on"|"low"|"off" last applied
+    this.paramChain = Promise.resolve();
   }
 
   close() {
@@ -135,7 +145,12 @@ class Round {
  *   state  {state: "connecting"|"connected"|"reconnecting"}
  *   path   {path: "direct"|"relayed"|"server-relay"}
  *   remote-stream {stream}
- *   level  {level, own, peer}               the mode the call runs at (the lower of both)
+ *   level  {level, own, peer, cause, ownCause, peerReason}
+ *                                           the mode the call runs at (the lower of both);
+ *                                           cause: "mine"|"theirs" (whose level decided),
+ *                                           ownCause: "normal"|"network"|"manual",
+ *                                           peerReason: "network"|"manual"|null
+ *   quality {sample, level}                 a ladder sample (figures only, no content)
  *   bye    {reason}                         the other side said goodbye
  *   security {error?}                       a check failed here (error: a SecurityError) or
  *                                           on the other side: the call was not connected
@@ -145,8 +160,10 @@ export class Call extends EventTarget {
   /**
    * session: the Session; peerId: the other participant; media: a Promise of the local
    * MediaStream (or null: receive only); iceServers: RTCIceServer list (none: host candidates).
+   * iceConfig (turn.js): async () => {iceServers, iceTransportPolicy?}, asked for each new round
+   * (fresh TURN credentials); it replaces iceServers when given.
    */
-  constructor({ session, peerId, media, iceServers = [], level = "video", resumed = false }) {
+  constructor({ session, peerId, media, iceServers = [], iceConfig = null, level = "video", resumed = false }) {
     super();
     this.session = session;
     this.peerId = peerId;
@@ -155,13 +172,18 @@ export class Call extends EventTarget {
     this.media = Promise.resolve(media).catch(() => null);
     this.stream = null;
     this.iceServers = iceServers;
+    this.iceConfig = iceConfig;
     this.round = null;
     this.connected = false;
     this.everConnected = false;
     this.path = null;
-    this.ownLevel = LEVELS.includes(level) ? level : "video";
+    // My level: the quality ladder (ladder.js) over my stats, capped by the person's choice.
+    this.ladder = ladder.initialState("video", LEVELS.includes(level) ? level : "video");
+    this.announced = null; // the last {level, reason} sent in a mode message
     this.peerLevel = null;
+    this.peerReason = null;
     this.level = null;
+    this.levelKey = null;
     this.bye = null;
     this.securityFailed = false;
     this.lastCode = null;
@@ -334,8 +356,9 @@ export class Call extends EventTarget {
     if (this.role === "counselor" && this.session.inCall && !this.textOnly()) await this.startRound();
   }
 
-  onMode(level) {
+  onMode(level, reason = null) {
     this.peerLevel = level;
+    this.peerReason = reason;
     this.applyLevel();
   }
 
@@ -372,7 +395,8 @@ export class Call extends EventTarget {
       namedCurve: "P-256",
     });
     const fingerprint = fingerprintFromRtc(certificate.getFingerprints());
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, certificates: [certificate] });
+    const ice = this.iceConfig ? await this.iceConfig() : { iceServers: this.iceServers };
+    const pc = new RTCPeerConnection({ ...ice, certificates: [certificate] });
     const r = new Round(id, startedByMe, hello.epoch, pc, fingerprint, new CommitRound(this.role, fingerprint));
     for (const kind of ["audio", "video"]) {
       const track = stream ? stream.getTracks().find((t) => t.kind === kind) : null;
@@ -542,7 +566,8 @@ export class Call extends EventTarget {
       if (!r.connected) {
         r.connected = true;
         this.setConnected(null);
-        await this.send({ type: "mode", level: this.ownLevel });
+        this.announced = null;
+        await this.announce();
         this.applyLevel();
       } else {
         this.emit("state", { state: "connected" });
@@ -613,7 +638,10 @@ export class Call extends EventTarget {
     const now = Date.now();
     const r = this.round;
     if (r && !r.closed) {
-      if (r.connected && r.pc.connectionState === "connected") await this.pollPath(r);
+      if (r.connected && r.pc.connectionState === "connected") {
+        await this.pollPath(r);
+        await this.sampleQuality(r);
+      }
       if (r.disconnectedAt !== null && r.pc.connectionState !== "connected") {
         const grace = this.renegotiable() ? ICE_RESTART_AFTER_MS : REBUILD_AFTER_MS;
         if (now - r.disconnectedAt >= grace) await this.pathFailed(r); // restarts, or rebuilds
@@ -636,20 +664,80 @@ export class Call extends EventTarget {
 
   // --- modes and local media ----------------------------------------------------------------------
 
-  /** My own level (a button, or data saver); the call runs at the lower of both. */
+  /** My own level: what my connection supports, capped by the person's choice. */
+  get ownLevel() {
+    return this.ladder.level;
+  }
+
+  /** The person's choice (a button, or data saver) caps my level; the call runs at the lower. */
   setLevel(level) {
     if (!LEVELS.includes(level)) return;
-    this.ownLevel = level;
+    this.ladder = ladder.setCap(this.ladder, level, Date.now());
+    this.ownChanged();
+  }
+
+  ownChanged() {
     this.applyLevel();
-    if (this.connected) this.session.enqueue(() => this.send({ type: "mode", level }));
+    if (this.connected) this.session.enqueue(() => this.announce());
+  }
+
+  /** Send my level (and why) when it changed since the last announcement. */
+  async announce() {
+    const level = this.ownLevel;
+    const reason = ladder.cause(this.ladder) === "manual" ? "manual" : "network";
+    const a = this.announced;
+    if (a && a.level === level && a.reason === reason) return;
+    this.announced = { level, reason };
+    await this.send({ type: "mode", level, reason });
+  }
+
+  /** About once a second while connected: getStats() into the ladder. */
+  async sampleQuality(r) {
+    const now = Date.now();
+    if (now - r.sampledAt < SAMPLE_MS * 0.9) return;
+    r.sampledAt = now;
+    let report;
+    try {
+      report = await r.pc.getStats();
+    } catch {
+      return; // a closing connection
+    }
+    if (r !== this.round || r.closed) return;
+    const sample = r.sampler.sample(report, now, {
+      level: this.level || "video",
+      connected: r.pc.connectionState === "connected",
+    });
+    const before = this.ladder;
+    this.ladder = ladder.step(before, sample);
+    this.record(sample);
+    this.emit("quality", { sample, level: this.ladder.level });
+    if (this.ladder.level !== before.level) this.ownChanged();
+  }
+
+  record(sample) {
+    const log = globalThis.__ruangQuality;
+    if (!Array.isArray(log)) return; // only when a test or the bench asked for it
+    const s = this.ladder;
+    log.push({ ...sample, net: s.net, own: s.level, call: this.level, peer: this.peerLevel, reason: s.reason });
+    if (log.length > QUALITY_LOG_MAX) log.splice(0, log.length - QUALITY_LOG_MAX);
   }
 
   applyLevel() {
-    let level = lowerLevel(this.ownLevel, this.peerLevel || this.ownLevel);
-    if (this.textOnly()) level = "text";
-    const changed = level !== this.level;
+    const own = this.ownLevel;
+    let { level, cause } = ladder.callLevel(own, this.peerLevel);
+    if (this.textOnly()) {
+      level = "text";
+      cause = "theirs";
+    }
+    const ownCause = ladder.cause(this.ladder);
+    const key = [level, own, this.peerLevel, cause, ownCause, this.peerReason].join(" ");
     this.level = level;
-    if (changed) this.emit("level", { level, own: this.ownLevel, peer: this.peerLevel });
+    if (key !== this.levelKey) {
+      this.levelKey = key;
+      this.emit("level", {
+        level, own, peer: this.peerLevel, cause, ownCause, peerReason: this.peerReason,
+      });
+    }
     const r = this.round;
     if (!r || r.closed) return;
     const stream = this.stream || null;
@@ -657,10 +745,11 @@ export class Call extends EventTarget {
       const kind = sender.track ? sender.track.kind : this.senderKind(r, sender);
       if (!kind) continue;
       const track = stream ? stream.getTracks().find((t) => t.kind === kind) : null;
-      const on = kind === "audio" ? level !== "text" : level === "video" || level === "low-video";
-      const want = on ? track || null : null;
-      if (sender.track !== want) sender.replaceTrack(want).catch(() => undefined);
-      if (kind === "video" && on) this.limitVideo(sender, level === "low-video");
+      let want = "off";
+      if (kind === "audio" && level !== "text") want = level === "audio" ? "low" : "on";
+      if (kind === "video" && level === "video") want = "on";
+      if (kind === "video" && level === "low-video") want = "low";
+      this.configureSender(r, sender, kind, want === "off" ? null : track, want);
     }
   }
 
@@ -669,22 +758,33 @@ export class Call extends EventTarget {
     return t && t.receiver && t.receiver.track ? t.receiver.track.kind : null;
   }
 
-  limitVideo(sender, low) {
-    let params;
-    try {
-      params = sender.getParameters();
-    } catch {
-      return;
-    }
-    if (!params.encodings || params.encodings.length === 0) return;
-    const enc = params.encodings[0];
-    if (low) Object.assign(enc, LOW_VIDEO);
-    else {
-      delete enc.maxBitrate;
-      delete enc.maxFramerate;
-      enc.scaleResolutionDownBy = 1;
-    }
-    sender.setParameters(params).catch(() => undefined);
+  // No renegotiation: replaceTrack() and setParameters() only. A paused sender also has its
+  // encoding inactive, so nothing of it (not even retransmissions or padding) is sent.
+  configureSender(r, sender, kind, track, want) {
+    if (r.senderState.get(sender) === want && sender.track === track) return;
+    r.senderState.set(sender, want);
+    r.paramChain = r.paramChain.then(async () => {
+      if (r.closed) return;
+      if (want === "off" && sender.track !== null) await sender.replaceTrack(null).catch(() => undefined);
+      let params;
+      try {
+        params = sender.getParameters();
+      } catch {
+        params = null;
+      }
+      if (params && params.encodings && params.encodings.length > 0) {
+        const enc = params.encodings[0];
+        enc.active = want !== "off";
+        if (want === "low") Object.assign(enc, kind === "video" ? LOW_VIDEO : LOW_AUDIO);
+        else {
+          delete enc.maxBitrate;
+          delete enc.maxFramerate;
+          if (kind === "video") enc.scaleResolutionDownBy = 1;
+        }
+        await sender.setParameters(params).catch(() => undefined);
+      }
+      if (want !== "off" && sender.track !== track) await sender.replaceTrack(track).catch(() => undefined);
+    });
   }
 
   close() {

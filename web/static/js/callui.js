@@ -135,7 +135,7 @@ export class CallUI {
     this.dataSaver = dataSaver;
     this.path = null;
     this.bind();
-    this.renderMode(this.level, null, true);
+    this.renderMode({ level: this.level }, true);
   }
 
   bind() {
@@ -196,7 +196,7 @@ export class CallUI {
     call.addEventListener("safety-code", (e) => this.showCode(e.detail));
     call.addEventListener("path", (e) => this.showPath(e.detail.path));
     call.addEventListener("state", (e) => this.setState(e.detail.state));
-    call.addEventListener("level", (e) => this.renderMode(e.detail.level, e.detail.peer));
+    call.addEventListener("level", (e) => this.renderMode(e.detail));
     call.addEventListener("security", () => {
       this.securityAlert.hidden = false;
       this.codeEl.textContent = "—";
@@ -243,18 +243,21 @@ export class CallUI {
       button.setAttribute("aria-pressed", String(button.dataset.level === level));
     }
     if (this.call) this.call.setLevel(own);
-    else this.renderMode(own, null);
+    else this.renderMode({ level: own, cause: "mine", ownCause: own === "video" ? "normal" : "manual" });
     if (this.handlers.onLevel) this.handlers.onLevel(own);
   }
 
-  renderMode(level, peer, starting = false) {
+  // The one role="status" element: "<mode> — <why>". Why: the other person's connection or
+  // choice when theirs decides, else mine: my connection, my choice (or data saver), or normal.
+  renderMode({ level, cause = "mine", ownCause = "normal", peerReason = null }, starting = false) {
     this.level = level;
     let reason;
     if (starting) reason = t("reason_connecting");
     else if (this.call && this.call.textOnly()) reason = t("reason_text_peer");
-    else if (peer && level === peer && level !== this.chosen) reason = t("reason_peer");
-    else if (level === "low-video" && this.dataSaver) reason = t("reason_saver");
-    else if (level !== "video") reason = t("reason_you");
+    else if (cause === "theirs") reason = t(peerReason === "network" ? "reason_peer_network" : "reason_peer");
+    else if (ownCause === "manual") {
+      reason = level === "low-video" && this.dataSaver ? t("reason_saver") : t("reason_you");
+    } else if (ownCause === "network" && level !== "video") reason = t("reason_network");
     else reason = t("reason_normal");
     this.status.textContent = t("mode_status", { mode: modeName(level), reason });
     this.section.dataset.level = level;

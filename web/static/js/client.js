@@ -11,6 +11,7 @@ import { Call } from "./call.js";
 import { CallUI, ChatPanel, byId } from "./callui.js";
 import { getLocalMedia, listDevices, micLevel, stopStream } from "./media.js";
 import { checkConnection } from "./precheck.js";
+import { clientCredentials, watchedTokenStore } from "./turn.js";
 
 const app = byId("client-app");
 const roomId = app.dataset.roomId;
@@ -18,6 +19,8 @@ const KEY_ITEM = `ruang.client-key.${roomId}`;
 const NAME_ITEM = `ruang.client-name.${roomId}`;
 const SAVER_ITEM = `ruang.client-saver.${roomId}`;
 const TOKEN_ITEM = `ruang.token.client.${roomId}`;
+const tokens = watchedTokenStore(TOKEN_ITEM); // TURN credentials once the token says admitted
+const turn = clientCredentials(tokens);
 
 const screens = {
   prejoin: byId("prejoin"),
@@ -77,6 +80,7 @@ function takeKey() {
 
 const key = takeKey();
 let stream = null;
+let previewing = Promise.resolve(); // the latest camera/microphone request
 let level = null;
 let meterFrame = 0;
 let session = null;
@@ -130,7 +134,12 @@ function stopMeter() {
   meter.value = 0;
 }
 
-async function startPreview(choice = {}) {
+function startPreview(choice = {}) {
+  previewing = openPreview(choice);
+  return previewing;
+}
+
+async function openPreview(choice = {}) {
   stopStream(stream);
   stream = null;
   mediaNotice.textContent = "";
@@ -160,8 +169,9 @@ async function runCheck() {
   checkButton.disabled = true;
   checkResult.textContent = t("check_running");
   try {
-    const { verdict, server } = await checkConnection({ stream });
-    checkResult.textContent = server ? t(`check_${verdict}`) : t("check_no_server");
+    await previewing; // a check started while the camera is still opening must wait for it
+    const progress = (text) => { checkResult.textContent = text; };
+    checkResult.textContent = (await checkConnection({ stream, onProgress: progress })).text;
   } finally {
     checkButton.disabled = false;
   }
@@ -205,7 +215,7 @@ function join({ resuming = false } = {}) {
   stopMeter();
   show("waiting");
   waitingText.textContent = resuming ? t("rejoining") : t("waiting_connecting");
-  session = new Session({ roomId, roomKey: key, role: "client", name });
+  session = new Session({ roomId, roomKey: key, role: "client", name, tokenStore: tokens });
   session.addEventListener("waiting", (e) => {
     waitingText.textContent = e.detail.reason === "knocked" ? t("waiting_knocked") : t("waiting_away");
   });
@@ -243,6 +253,7 @@ function enterCall() {
     session,
     peerId: COUNSELOR_ID,
     media: Promise.resolve(stream),
+    iceConfig: () => turn.config(),
     level: dataSaver ? "low-video" : "video",
     resumed: session.resumedCall,
   });

@@ -10,6 +10,7 @@ import { Session } from "./session.js";
 import { Call } from "./call.js";
 import { CallUI, ChatPanel, byId, clock, el } from "./callui.js";
 import { getLocalMedia, stopStream } from "./media.js";
+import { counselorCredentials } from "./turn.js";
 
 const root = byId("room");
 const roomId = root.dataset.roomId;
@@ -22,6 +23,7 @@ const chatHome = byId("room-chat-home");
 const baseTitle = document.title;
 
 const key = getKey(roomId);
+const turn = counselorCredentials(); // TURN credentials for each new round
 let session = null;
 let call = null;
 let ui = null;
@@ -157,7 +159,9 @@ function enterCall(peerId) {
   root.dataset.inCall = "true";
   callPeerConnected = true;
   chat.moveTo(calls.chatSlot);
-  call = new Call({ session, peerId, media: ensureMedia(), resumed: session.resumedCall });
+  call = new Call({
+    session, peerId, media: ensureMedia(), iceConfig: () => turn.config(), resumed: session.resumedCall,
+  });
   session.attachCall(call);
   calls.attach(call);
   calls.setLocalStream(stream);
@@ -274,5 +278,6 @@ if (!key) {
   byId("no-room-key").hidden = false;
   none.hidden = true;
 } else {
+  turn.refresh(); // fetched at start, refreshed before expiry for new rounds
   start();
 }

@@ -11,7 +11,8 @@
 //   offer      round, sdp                     answer     round, sdp
 //   candidate  round, candidate: str ("" = end), sdpMid: str|null, sdpMLineIndex: int|null
 //   rebuild    round                          chat       id, text (<= 4000)
-//   ack        id                             mode       level: video|low-video|audio|text
+//   ack        id                             mode       level: video|low-video|audio|text,
+//                                                       reason?: network|manual
 //   bye        reason?: left|ended|security
 //
 // round and chat ids are 1 to 64 base64url characters chosen by their sender. chat and ack also
@@ -43,6 +44,7 @@ export const MAX_NAME = 64;
 export const MAX_CANDIDATE = 1000;
 export const LEVELS = Object.freeze(["text", "audio", "low-video", "video"]); // lowest first
 export const BYE_REASONS = Object.freeze(["left", "ended", "security"]);
+export const MODE_REASONS = Object.freeze(["network", "manual"]);
 export const CHAT_RESEND_MS = 2000;
 const HELLO_DEBOUNCE_MS = 40;
 const TICK_MS = 1000;
@@ -129,7 +131,10 @@ export function parseInner(msg) {
       return { type: kind, id: ident(msg, "id") };
     case "mode":
       if (!LEVELS.includes(msg.level)) throw new InnerMessageError("mode.level is not a level");
-      return { type: kind, level: msg.level };
+      if (msg.reason !== undefined && !MODE_REASONS.includes(msg.reason)) {
+        throw new InnerMessageError("mode.reason is not a reason");
+      }
+      return { type: kind, level: msg.level, reason: msg.reason === undefined ? null : msg.reason };
     case "bye": {
       const reason = msg.reason === undefined ? "left" : msg.reason;
       if (!BYE_REASONS.includes(reason)) throw new InnerMessageError("bye.reason is not a reason");
@@ -183,7 +188,7 @@ export function lowerLevel(a, b) {
 
 /** Outgoing messages awaiting their ack, and the ids already seen (signaling/peer/chat.py). */
 export class ChatBook {
-  #outbox = new Map(); // id -> {text, lastSent}
+  #outbox = new Map(); // id -> {text, lastSent, sent}
   #seen = new Map(); // id -> true, oldest first
 
   get pending() {
@@ -194,7 +199,7 @@ export class ChatBook {
   add(text) {
     if (this.#outbox.size >= MAX_OUTBOX) throw new ChatFullError("too many unacknowledged messages");
     const id = newId();
-    this.#outbox.set(id, { text, lastSent: null });
+    this.#outbox.set(id, { text, lastSent: null, sent: 0 });
     return { id, text };
   }
 
@@ -207,9 +212,18 @@ export class ChatBook {
     return out;
   }
 
+  /** How many times this message went out (0: never; re-sends go through the relay). */
+  attempts(id) {
+    const p = this.#outbox.get(id);
+    return p ? p.sent : 0;
+  }
+
   markSent(id, now) {
     const p = this.#outbox.get(id);
-    if (p) p.lastSent = now;
+    if (p) {
+      p.lastSent = now;
+      p.sent += 1;
+    }
   }
 
   /** True if this ack settled a pending message. */
@@ -672,7 +686,7 @@ export class Session extends EventTarget {
         await this.call.onRebuild(msg);
         break;
       case "mode":
-        this.call.onMode(msg.level);
+        this.call.onMode(msg.level, msg.reason);
         break;
       case "bye":
         await this.call.onBye(msg.reason);
@@ -694,8 +708,11 @@ export class Session extends EventTarget {
     return messages.map((m) => ({ ...m, peer: to }));
   }
 
-  async sendChatWire(link, wire) {
-    if (this.call && link.peerId === this.callPeer && this.call.sendOnChannel(JSON.stringify(wire))) {
+  // The data channel when it is open, else the relay. relayOnly: straight to the relay (a re-send:
+  // an unacknowledged message may sit in a congested channel, e.g. while the call steps down).
+  async sendChatWire(link, wire, relayOnly = false) {
+    if (!relayOnly && this.call && link.peerId === this.callPeer
+      && this.call.sendOnChannel(JSON.stringify(wire))) {
       return true;
     }
     return this.sealTo(link, wire);
@@ -704,7 +721,8 @@ export class Session extends EventTarget {
   async flushChat(link, force) {
     const now = Date.now();
     for (const chat of link.chat.due(now, force ? 0 : CHAT_RESEND_MS)) {
-      if (await this.sendChatWire(link, { type: "chat", id: chat.id, text: chat.text })) {
+      const wire = { type: "chat", id: chat.id, text: chat.text };
+      if (await this.sendChatWire(link, wire, !force && link.chat.attempts(chat.id) > 0)) {
         link.chat.markSent(chat.id, now);
       }
     }
@@ -718,7 +736,7 @@ export class Session extends EventTarget {
     if (link.chat.onChat(msg.id)) {
       this.emit("chat", { peer: link.peerId, id: msg.id, text: msg.text, via });
     }
-    await this.sendChatWire(link, { type: "ack", id: msg.id });
+    await this.sendChatWire(link, { type: "ack", id: msg.id }, via === "relay");
   }
 
   /** A data channel message from the call's peer (call.js hands it over). */
