@@ -76,6 +76,14 @@ async () => {
 }
 """
 
+SLOW_CAMERA_JS = """
+(() => {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) =>
+    new Promise((resolve) => setTimeout(resolve, %d)).then(() => real(c));
+})();
+"""
+
 HOSTILE_NAME = '<script>__pwned=1</script><img src=x onerror="__pwned=2">\u202eevil'  # 62
 HOSTILE_CHAT = (
     '<script>window.__pwned=3</script><b>bold</b><img src=x onerror="window.__pwned=4">'
@@ -108,9 +116,11 @@ class Page:
 
 
 @asynccontextmanager
-async def new_page(browser: Any, name: str) -> AsyncIterator[Page]:
+async def new_page(browser: Any, name: str, camera_delay_ms: int = 0) -> AsyncIterator[Page]:
     context = await browser.new_context(ignore_https_errors=True, locale="en-US", viewport=VIEWPORT)
     await context.add_init_script(INIT_SCRIPT)
+    if camera_delay_ms:  # a slow phone or a permission prompt: the camera opens late
+        await context.add_init_script(SLOW_CAMERA_JS % camera_delay_ms)
     await context.grant_permissions(["camera", "microphone"])
     try:
         yield Page(await context.new_page(), name)
@@ -462,6 +472,39 @@ async def test_python_counselor_calls_a_browser_client(
             )
             assert await peer.wait(40) == 0
             await wait_text(client, "#ended-text", "The session has ended.")
+            assert await client.csp() == [] and client.problems() == []
+    finally:
+        await peer.stop()
+
+
+@needs_netns
+async def test_client_admitted_before_its_camera_opens_still_sends_media(
+    server: ServerProcess, tmp_path: Any
+) -> None:
+    """Admission that beats getUserMedia (a slow phone, a permission prompt) must not start the
+    call without the client's camera and microphone."""
+    from tests.peer_support import counselor_peer, make_room
+
+    server.add_counselor(EMAIL)
+    link = make_room(server, EMAIL)
+    peer, stdin = counselor_peer(server, link, EMAIL, tmp_path, "--seconds", "25")
+    await peer.start(stdin)
+    try:
+        async with chromium() as browser, new_page(
+            browser, "client", camera_delay_ms=4000
+        ) as client:
+            await knock(client, link, "Sari")
+            await peer.wait_for(lambda e: e["event"] == "connected")
+            await peer.wait_for(
+                lambda e: e["event"] == "media" and e["kind"] == "audio" and e["frames"] >= 30
+            )
+            await peer.wait_for(lambda e: e["event"] == "media" and e["kind"] == "video")
+            await wait_until(
+                lambda: client.page.evaluate(
+                    "() => !document.getElementById('local-video').hidden"
+                ),
+                what="self view",
+            )
             assert await client.csp() == [] and client.problems() == []
     finally:
         await peer.stop()

@@ -248,11 +248,20 @@ function enterCall() {
   const calls = callUI();
   show("call");
   chat.moveTo(calls.chatSlot);
+  // Admission can come before the camera has opened (a slow phone, a permission prompt): the
+  // call waits for the preview's stream instead of starting without one.
+  const media = previewing.then(
+    () => stream,
+    () => stream,
+  );
   calls.setLocalStream(stream);
+  media.then((local) => {
+    if (ui && local !== ui.stream) ui.setLocalStream(local);
+  });
   call = new Call({
     session,
     peerId: COUNSELOR_ID,
-    media: Promise.resolve(stream),
+    media,
     iceConfig: () => turn.config(),
     level: dataSaver ? "low-video" : "video",
     resumed: session.resumedCall,
