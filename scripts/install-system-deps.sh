@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: Chromium for browser tests, zbar to decode QR codes,
-# iproute2 for the test network namespace, coturn (turnserver) for the TURN tests, which start
-# their own. Installs only what is missing.
+# iproute2 for the test network namespace, coturn (turnserver) for the TURN tests, redis-server,
+# PostgreSQL and nginx for the scale-out tests; the tests start their own instances of each on
+# loopback. Installs only what is missing.
 set -euo pipefail
-packages=(chromium zbar-tools iproute2 nftables coturn)
+packages=(chromium zbar-tools iproute2 nftables coturn redis-server postgresql nginx-light)
 missing=()
 # Node runs the JS crypto and ladder tests (node --test); Debian's nodejs if none is installed.
 command -v node >/dev/null || missing+=(nodejs)
@@ -24,6 +25,12 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian enables coturn's system service on install; the tests need none running (and an
 # unconfigured relay must not listen on this machine).
-if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
-  systemctl disable --now coturn >/dev/null 2>&1 || true
-fi
+# The same for Redis, PostgreSQL and nginx: the tests start their own, on loopback.
+for service in coturn redis-server postgresql nginx; do
+  if command -v systemctl >/dev/null; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+  if command -v service >/dev/null; then
+    service "$service" stop >/dev/null 2>&1 || true
+  fi
+done
