@@ -128,15 +128,18 @@ def decode(key: bytes, token: str, *, now: float) -> ResumeClaims:
     # Authentic from here on: a shape error is our own bug or another version.
     try:
         version, room, participant, role, admitted, generation, expires = json.loads(payload)
+        if type(room) is not str or type(participant) is not str:
+            raise TypeError("room and participant are strings")
+        room.encode(), participant.encode()  # well-formed Unicode, else UnicodeEncodeError
         claims = ResumeClaims(
-            room=str(room),
-            participant=str(participant),
+            room=room,
+            participant=participant,
             role=_CODE_ROLE[role],
             admitted=admitted == 1,
             generation=int(generation),
             expires=int(expires),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         raise MalformedToken("unreadable resume token") from None
     if version != TOKEN_VERSION:
         raise MalformedToken("unsupported resume token version")

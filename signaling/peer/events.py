@@ -23,5 +23,11 @@ class EventLog:
         record: dict[str, Any] = {"t": round(time.monotonic() - self._start, 3), "event": event}
         record.update(fields)
         self.names.append(event)
-        self._stream.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (e.g. in a chat text): escape it
+                line = json.dumps(record, separators=(",", ":"))
+        self._stream.write(line + "\n")
         self._stream.flush()
