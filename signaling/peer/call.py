@@ -4,7 +4,8 @@ chat and modes (docs/protocol.md, section 12, is the reference). The signaling c
 becomes present or the call begins (admission); it answers with envelopes and JSON-line events.
 
 In short: a newly settled hello pair (``hellos``) in the call makes the counselor start a commit
-round unless its peer connection is connected to the same peer instance; a ``commit`` with an
+round unless its peer connection is connected to the same peer instance (at admission, holding
+the client's hello, it starts the round right behind its own fresh hello); a ``commit`` with an
 unknown round id is joined (a pending counselor round wins over a client's); reveals follow
 commits; the counselor offers once the client's reveal is verified; every SDP must carry exactly
 the revealed fingerprint, or the call ends (``SecurityError``). With ``text-only`` on either
@@ -25,7 +26,7 @@ from typing import Any
 from signaling.crypto import CryptoError
 from signaling.e2e import CommitmentError, Role, SecureChannel
 from signaling.peer.chat import ChatBook, from_datachannel, to_wire
-from signaling.peer.config import LEVELS, Level, PeerConfig
+from signaling.peer.config import LEVELS, IceServer, Level, PeerConfig
 from signaling.peer.errors import InnerMessageError, NoConnection, SecurityError
 from signaling.peer.events import EventLog
 from signaling.peer.hellos import HelloExchange
@@ -50,7 +51,6 @@ from signaling.peer.turn import IceCredentials
 log = logging.getLogger("ruang.peer.call")
 
 SAY_CHANNEL_WAIT = 2.0
-ROUND_GRACE = 0.3
 SendRelay = Callable[[str, str, str], Awaitable[bool]]  # (to, epoch, box) -> sent
 
 
@@ -92,11 +92,13 @@ class Call:
         self.quality = QualityMonitor("text" if config.text_only else "video")
         self.bye: str | None = None  # the other side's goodbye reason, once received
         self._say_at: float | None = None  # when --say goes out at the latest
-        self._round_due: float | None = None  # the counselor starts a round then
         self._counters = {
             kind: FrameCounter(kind, self._report_frames) for kind in ("video", "audio")
         }
         self._consumers: set[asyncio.Task[None]] = set()
+        self._spare: CallRound | None = None  # the next round's peer connection, made ahead
+        self._settled_in_call = False  # a hello pair has settled since the call began
+        self._round_with_hello = False  # the counselor's next fresh hello starts the round
 
     # --- identity and presence -----------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class Call:
         """A fresh participant id or epoch (a first join, or after a refused resume): the
         other side will see a new epoch and drop its peer connection, so drop ours."""
         await self._drop_round()
+        self._settled_in_call = False
         channel = SecureChannel(room_id, self.config.link.key, my_id)
         # aiortc has neither rollback nor ICE restart: no "rollback", no "ice-restart".
         caps = [CAP_TEXT_ONLY] if self.config.text_only else []
@@ -127,12 +130,19 @@ class Call:
             self._hellos.due = True
 
     def begin(self) -> None:
-        """The call begins (the client was admitted): fresh hello, connection clock starts."""
+        """The call begins (the client was admitted): the connection clock starts, and the
+        counselor makes a fresh hello. The client keeps the hello it knocked with (a fresh one
+        only if it has none): the pair's new half is then the counselor's own, so the first
+        pair the counselor settles is the one the client settles too, and its round can start
+        at once (docs/protocol.md, section 12, "Hellos")."""
         self.in_call = True
+        self._settled_in_call = False
+        self._round_with_hello = self.role == "counselor"
         now = time.monotonic()
         self._deadline = now + self.config.connect_timeout
         self._last_stall_action = now
-        self.peer_present()
+        if self.role == "counselor" or self._hellos is None or not self._hellos.has_hello:
+            self.peer_present()
 
     async def flush_hello(self) -> None:
         """Send the fresh hello that is due, once per burst of triggers (presence and
@@ -147,6 +157,22 @@ class Call:
             return
         log.debug("hello sent (fresh)")
         await self._seal(self._hellos.fresh())
+        await self._after_fresh_hello()
+
+    async def _after_fresh_hello(self) -> None:
+        """The counselor's first fresh hello of a call (admission): when it holds the client's
+        hello, the pair is already known (an admitted client keeps the hello it knocked with),
+        so the round starts now, right behind the hello, instead of one relay round trip later
+        when the client's answer settles the same pair. The client gets the hello first (the
+        relay keeps the order), so it holds the pair the commit is bound to."""
+        if not self._round_with_hello:
+            return
+        self._round_with_hello = False
+        if self._hellos is None or self.peer_id is None or not self._round_needed():
+            return
+        if self._hellos.channel.peer_hello(self.peer_id) is None:
+            return  # their hello has not come yet: the round starts when the pair settles
+        await self._start_round()
 
     async def _seal(self, body: dict[str, Any]) -> bool:
         if self._hellos is None or self.peer_id is None:
@@ -167,11 +193,15 @@ class Call:
         if self.round is not None and self.round.peer_epoch != hello.epoch:
             log.info("the other side is a new instance: closing the old peer connection")
             await self._drop_round()
+        mine = self._hellos.channel.hello_nonce
         answer = self._hellos.on_hello()
         if answer is not None:
             await self._seal(answer)
-        if self._hellos.new_pair() is not None and self.in_call:
-            await self._on_new_pair()
+            if self._hellos.channel.hello_nonce != mine:  # the answer was a fresh hello
+                await self._after_fresh_hello()
+        pair = self._hellos.new_pair()
+        if pair is not None and self.in_call:
+            await self._on_new_pair(pair)
 
     def _peer_caps(self) -> tuple[str, ...]:
         if self._hellos is None or self.peer_id is None:
@@ -182,17 +212,18 @@ class Call:
     def _text_only(self) -> bool:
         return self.config.text_only or CAP_TEXT_ONLY in self._peer_caps()
 
-    async def _on_new_pair(self) -> None:
+    async def _on_new_pair(self, pair: tuple[str, str]) -> None:
         log.info("hello exchange settled")
+        self._settled_in_call = True
         self._last_stall_action = time.monotonic()
         if self._text_only():
             await self._drop_round()
             if not self.connected:
                 await self._on_connected("server-relay")
         elif self.role == "counselor" and self._round_needed():
-            # Not at once: the client's own fresh hello (it was just admitted, say) is often
-            # on its way, and would make a round bound to this pair stale.
-            self._round_due = time.monotonic() + ROUND_GRACE
+            r = self.round
+            if r is None or r.closed or r.pair != pair:  # not the round started with my hello
+                await self._start_round()
         await self._flush_chat(force=True)
 
     def _round_needed(self) -> bool:
@@ -210,18 +241,54 @@ class Call:
             u.startswith(("turn:", "turns:")) for s in servers for u in s.urls
         ):
             raise NoConnection("--relay-only, but the server offered no TURN relay")
-        r = CallRound(
-            round_id,
+        r, self._spare = self._spare, None
+        if r is not None and r.ice_servers != servers:  # credentials came or changed since
+            await r.close()
+            r = None
+        if r is None:
+            r = self._make_round(servers)
+        r.adopt(round_id, hello.epoch, started_by_me=started_by_me)
+        if self._level is not None and self._level != "video":
+            r.set_level(self._level)
+        return r
+
+    def _make_round(self, servers: tuple[IceServer, ...]) -> CallRound:
+        return CallRound(
+            "spare",
             self.role,
-            peer_epoch=hello.epoch,
-            started_by_me=started_by_me,
+            peer_epoch="",
+            started_by_me=False,
             ice_servers=servers,
             notify=self._notify,
             relay_only=self.config.relay_only,
         )
-        if self._level is not None and self._level != "video":
-            r.set_level(self._level)
-        return r
+
+    def prepare(self) -> None:
+        """When nothing else is waiting: make the next round's peer connection ahead (its
+        certificate, tracks and data channel), off the call-setup path. Each peer connection
+        still serves one round only, so each round still commits to a fresh certificate. The
+        counselor makes it once its hello of the call is out (the pair is about to settle and
+        start a round); the client once the pair has settled (the counselor's commit is on its
+        way). Never while connected, or while call credentials are being fetched."""
+        r = self.round
+        if (
+            self._spare is not None
+            or not self.in_call
+            or self.connected
+            or self.bye is not None
+            or self._text_only()
+            or (r is not None and not r.closed)
+            or self._hellos is None
+            or not self._hellos.has_hello
+            or self._hellos.due
+            or (self.role == "client" and not self._settled_in_call)
+        ):
+            return
+        if self.ice is not None and not self.ice.ready:
+            return
+        servers = self.config.ice_servers if self.ice is None else self.ice.current()
+        self._spare = self._make_round(servers)
+        log.debug("peer connection made ahead")
 
     async def _drop_round(self) -> None:
         r, self.round = self.round, None
@@ -233,11 +300,18 @@ class Call:
             self._deadline = time.monotonic() + self.config.connect_timeout
 
     async def _start_round(self) -> None:
-        self._round_due = None
         await self._drop_round()
-        self.round = await self._new_round(new_id(), started_by_me=True)
+        r = self.round = await self._new_round(new_id(), started_by_me=True)
         log.info("commit round started")
-        await self._seal({**self.round.commit.commit_msg(), "round": self.round.id})
+        assert self._hellos is not None and self.peer_id is not None
+        theirs = self._hellos.channel.peer_hello(self.peer_id)
+        mine = self._hellos.channel.hello_nonce
+        r.pair = None if theirs is None or mine is None else (mine, theirs.nonce)
+        await self._seal({**r.commit.commit_msg(), "round": r.id})
+        # While the commit and reveals travel: the offer (and its candidates) is made now and
+        # sent only once both reveals are verified (_on_reveal).
+        with contextlib.suppress(RtcError):  # make_offer tries again, and rebuilds if it must
+            await r.prepare_offer()
 
     async def _on_commit(self, msg: dict[str, Any]) -> None:
         rid = msg.get("round")
@@ -258,7 +332,6 @@ class Call:
                 log.info("ignored the client's round: mine is pending")
                 return
             await self._drop_round()
-            self._round_due = None
             r = self.round = await self._new_round(rid, started_by_me=False)
             log.info("joined a commit round")
             r.commit.on_commit(msg)
@@ -269,6 +342,8 @@ class Call:
         if not r.revealed:
             r.revealed = True
             await self._seal({**r.commit.reveal_msg(), "round": rid})
+            if self.role == "client":  # while the reveal and the offer travel
+                await r.gather_ahead()
 
     async def _on_reveal(self, msg: dict[str, Any]) -> None:
         r = self.round
@@ -295,6 +370,7 @@ class Call:
                 await self._path_failed(r)
                 return
             await self._seal({"type": "offer", "round": r.id, "sdp": sdp})
+            log.debug("offer sent")
 
     async def _on_description(self, d: Description) -> None:
         r = self.round
@@ -309,8 +385,10 @@ class Call:
                     return
                 sdp = await r.accept_offer(d.sdp)  # FingerprintMismatch is a SecurityError
                 await self._seal({"type": "answer", "round": r.id, "sdp": sdp})
+                log.debug("answer sent")
             elif r.offered and not r.remote_set:
                 await r.accept_answer(d.sdp)
+                log.debug("answer applied")
         except RtcError as exc:  # not a security failure: a description aiortc cannot use
             log.warning("%s: rebuilding the peer connection", exc)
             await self._path_failed(r)
@@ -501,12 +579,6 @@ class Call:
             if await self.quality.tick(r.pc, self._level or "video"):  # my level changed
                 await self._announce()
                 self._apply_level()
-        if self._round_due is not None:
-            if now >= self._round_due:
-                self._round_due = None
-                if self._round_needed():
-                    await self._start_round()
-            return
         if not self.in_call or self.connected or self.bye is not None or self._text_only():
             return
         if now - self._last_stall_action < self.config.stall_timeout:
@@ -536,6 +608,9 @@ class Call:
 
     async def close(self) -> None:
         await self._drop_round()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare.close()
         for task in list(self._consumers):
             task.cancel()
         for task in list(self._consumers):

@@ -69,6 +69,11 @@ class HelloExchange:
         return self._pair
 
     @property
+    def has_hello(self) -> bool:
+        """Whether I have made a hello for this peer (a fresh one is not merely due)."""
+        return self._body is not None
+
+    @property
     def pair(self) -> tuple[str, str] | None:
         """The last settled pair (None before the first)."""
         return self._pair

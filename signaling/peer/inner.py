@@ -138,7 +138,7 @@ def parse_inner(msg: dict[str, Any]) -> Inner:
     if kind == "mode":
         level = msg.get("level")
         reason = msg.get("reason")
-        if reason is not None and reason not in MODE_REASONS:
+        if reason is not None and (type(reason) is not str or reason not in MODE_REASONS):
             raise InnerMessageError("mode.reason is not a reason")
         for known in get_args(Level):
             if level == known:
@@ -146,7 +146,7 @@ def parse_inner(msg: dict[str, Any]) -> Inner:
         raise InnerMessageError("mode.level is not a level")
     if kind == "bye":
         reason = msg.get("reason", "left")
-        if reason not in BYE_REASONS:
+        if type(reason) is not str or reason not in BYE_REASONS:  # a list is not hashable
             raise InnerMessageError("bye.reason is not a reason")
         return Bye(str(reason))
     raise InnerMessageError("unknown message type")

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Final
 
 from aiortc.mediastreams import (
     AudioStreamTrack,
@@ -58,20 +59,26 @@ class SyntheticVideoTrack(VideoStreamTrack):
         return frame
 
 
+def _one_second_of_tone() -> bytes:
+    """One second holds exactly 440 periods, so the buffer loops without a click."""
+    samples = array.array(
+        "h",
+        (int(6000 * math.sin(2 * math.pi * TONE_HZ * i / SAMPLE_RATE)) for i in range(SAMPLE_RATE)),
+    )
+    return samples.tobytes()
+
+
+# Immutable, made once at import: making it per track cost ~20 ms of CPU inside every new peer
+# connection, on the call-setup path of both sides (bench/callsetup.py).
+TONE_PCM: Final = _one_second_of_tone()
+
+
 class ToneAudioTrack(AudioStreamTrack):
     """A 440 Hz tone, paced in real time like aiortc's own audio track."""
 
     def __init__(self) -> None:
         super().__init__()
-        # One second holds exactly 440 periods, so the buffer loops without a click.
-        samples = array.array(
-            "h",
-            (
-                int(6000 * math.sin(2 * math.pi * TONE_HZ * i / SAMPLE_RATE))
-                for i in range(SAMPLE_RATE)
-            ),
-        )
-        self._tone = samples.tobytes()
+        self._tone = TONE_PCM
         self._t0: float | None = None
         self._pts = 0
 

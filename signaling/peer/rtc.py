@@ -106,6 +106,9 @@ class CallRound:
         self.started_by_me = started_by_me
         self.started_at = time.monotonic()
         self.progress_at = self.started_at
+        self.ice_servers = ice_servers
+        self.relay_only = relay_only
+        self.pair: tuple[str, str] | None = None  # (my hello nonce, theirs) it was started on
         self._notify = notify
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers, relay_only))
         self.video = SyntheticVideoTrack()
@@ -124,12 +127,24 @@ class CallRound:
         self.closed = False
         self._wire()
 
+    def adopt(self, round_id: str, peer_epoch: str, *, started_by_me: bool) -> None:
+        """Give a peer connection made ahead (a spare, no signaling yet) its round."""
+        self.id = round_id
+        self.peer_epoch = peer_epoch
+        self.started_by_me = started_by_me
+        self.started_at = self.progress_at = time.monotonic()
+
     def _wire(self) -> None:
         pc = self.pc
 
         @pc.on("connectionstatechange")
         def _state() -> None:
+            log.debug("connection state %s", pc.connectionState)  # "connected": DTLS is up
             self._notify(RtcEvent(self.id, "state", state=pc.connectionState))
+
+        @pc.on("iceconnectionstatechange")
+        def _ice_state() -> None:
+            log.debug("ICE state %s", pc.iceConnectionState)
 
         @pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
@@ -187,12 +202,31 @@ class CallRound:
         check_fingerprints(sdp, self.fingerprint)  # what we send obeys our own rule
         return sdp
 
-    async def make_offer(self) -> str:
+    async def prepare_offer(self) -> None:
+        """Set the local offer (gathering the candidates) without sending anything: the
+        counselor does this while the commit round is in flight; ``make_offer`` hands it out
+        only once both reveals are verified."""
+        if self.offered:
+            return
         try:
             await self.pc.setLocalDescription(await self.pc.createOffer())
         except Exception as exc:  # aiortc's errors may quote SDP: keep only the type
             raise RtcError(f"could not make an offer ({type(exc).__name__})") from None
         self.offered = True
+
+    async def gather_ahead(self) -> None:
+        """Gather this side's candidates before the offer comes (the answerer's
+        ``setLocalDescription`` then finds them ready). Binds local sockets; sends nothing."""
+        gatherers = {t.sender.transport.transport.iceGatherer for t in self.pc.getTransceivers()}
+        try:
+            await asyncio.gather(*(g.gather() for g in gatherers))
+        except Exception:  # the answer gathers again if it must
+            log.debug("gathering ahead failed")
+
+    async def make_offer(self) -> str:
+        """The offer to send (made now unless prepared): call only once verified."""
+        self._peer_fingerprint()  # raises unless the commit round is verified
+        await self.prepare_offer()
         return await self._local_sdp()
 
     async def accept_offer(self, sdp: str) -> str:

@@ -189,6 +189,8 @@ class Session:
                 await self._handle(item)
                 if self._inbox.empty() and self._exit is None:
                     await self.call.flush_hello()
+                    if self._inbox.empty():
+                        self.call.prepare()  # the next peer connection, while idle
                 await self._check_progress()
             except PeerError as exc:
                 await self._fail(exc)

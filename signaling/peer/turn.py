@@ -174,6 +174,15 @@ class IceCredentials:
         if task is not None and not task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), WAIT)
+        return self.current()
+
+    @property
+    def ready(self) -> bool:
+        """No fetch in flight: ``current()`` is what a new peer connection would get now."""
+        return self._task is None or self._task.done()
+
+    def current(self) -> tuple[IceServer, ...]:
+        """The servers as they stand (valid fetched ones + static ones), without fetching."""
         fetched = self._servers if time.monotonic() < self._expires else ()
         return fetched + self.static
 

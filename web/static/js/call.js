@@ -228,9 +228,16 @@ export class Call extends EventTarget {
       if (!this.connected) this.setConnected("server-relay");
       return;
     }
-    if (this.role === "counselor") {
-      const r = this.round;
-      if (!r || r.closed || !r.connected) await this.startRound();
+    const r = this.round;
+    if (this.role === "counselor" && (!r || r.closed || !r.connected)) {
+      await this.startRound();
+    } else if (r && !r.closed && r.negotiated && this.renegotiable()
+      && r.pc.signalingState === "have-local-offer") {
+      // An ICE restart's offer (or the answer to it) went into a signaling socket that died:
+      // a resume does not bring that back, and no later restart can start while this one
+      // waits. Offer it again (the same description, with the candidates gathered since);
+      // if both sides do, perfect negotiation settles it.
+      await this.sendLocalDescription(r, "offer");
     }
   }
 

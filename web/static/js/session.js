@@ -19,8 +19,8 @@
 // travel on the data channel (JSON text, no seq or bind: DTLS protects them).
 //
 // Hellos (ARCHITECTURE.md "Safety code", step 0), as the Python peer does them: a fresh hello
-// (new nonce) when the other side becomes present or the call begins (several triggers within
-// HELLO_DEBOUNCE_MS make one hello); each hello nonce received for the first time is answered
+// (new nonce) when the other side becomes present or the call begins (an admitted client keeps
+// the hello it knocked with; several triggers within HELLO_DEBOUNCE_MS make one hello); each hello nonce received for the first time is answered
 // once with the current hello (same nonce). The pair (my nonce, their nonce) is settled once I
 // accept a hello from them after making my current one; a newly settled pair during the call
 // is when the call (re)starts.
@@ -430,7 +430,10 @@ export class Session extends EventTarget {
     }
     this.callPeer = COUNSELOR_ID;
     this.setInCall(true);
-    this.markPresent(await this.link(COUNSELOR_ID));
+    // The hello we knocked with stays (a fresh one only if we have none): the counselor's
+    // fresh hello is the pair's new half, so the round it starts at once is never stale.
+    const link = await this.link(COUNSELOR_ID);
+    if (link.hello === null) this.markPresent(link);
   }
 
   async onPeer(p) {
