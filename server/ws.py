@@ -33,7 +33,9 @@ from server.audit import AuditEvent, record
 from server.config import Config
 from server.keys import CONFIG, ENGINE, SECRET
 from server.netutil import client_ip
+from server.ratelimit import RateLimit
 from server.rooms_store import bump_generation, get_open_room
+from server.scaleout import register_redis_metrics, start_redis_hub
 from server.secrets_store import derive_key
 from signaling.errors import (
     CloseCode,
@@ -66,8 +68,18 @@ from signaling.messages import (
     dump,
     parse,
 )
+from signaling.redis import RedisHub
 
 log = logging.getLogger("ruang.ws")
+
+
+class RoomProbesExceeded(Fatal):
+    """Too many joins of unknown or closed rooms from this IP (``RUANG_ROOM_PROBES_PER_IP`` per
+    ``RUANG_ROOM_PROBE_WINDOW_SECONDS``): every join from it is refused alike until the window
+    moves on, open rooms too, so the refusal says nothing about the room."""
+
+    code = "too_many_unknown_rooms"
+
 
 JOIN_TIMEOUT = 10.0  # seconds from upgrade to a valid join
 HEARTBEAT = 20.0  # WebSocket ping interval; no pong within half of it drops the connection
@@ -78,6 +90,20 @@ WRITE_BUFFER_HIGH = 256 << 10  # the transport's high-water mark; the writer wai
 LINGER_POLL = 0.02  # while a closed connection is still flushing
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+_HEADER_MAX = 10  # bytes of a server-to-client WebSocket frame header (no mask)
+DIRECT_MAX = 16 << 10  # frames up to this size may skip the queue (SocketSink._write_now)
+
+
+def _text_frame(data: bytes) -> bytes:
+    """One unmasked, uncompressed, final text frame (RFC 6455 section 5.2) around ``data``:
+    what aiohttp's writer makes for ``send_str`` with compression off."""
+    n = len(data)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + data
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, n) + data
+    return struct.pack("!BBQ", 0x81, 127, n) + data
+
 
 FATAL_CLOSE: Mapping[type[Fatal], CloseCode] = MappingProxyType(
     {
@@ -86,6 +112,7 @@ FATAL_CLOSE: Mapping[type[Fatal], CloseCode] = MappingProxyType(
         NotAuthorised: CloseCode.NOT_AUTHORISED,
         WaitingRoomFull: CloseCode.WAITING_ROOM_FULL,
         HubClosed: CloseCode.GOING_AWAY,
+        RoomProbesExceeded: CloseCode.RATE_LIMITED,
     }
 )
 _PONG = dump(Pong())
@@ -94,8 +121,9 @@ _PONG = dump(Pong())
 class WsState:
     """Per-application transport state: open sockets and connections per IP."""
 
-    def __init__(self, per_ip_cap: int) -> None:
+    def __init__(self, per_ip_cap: int, probes: RateLimit) -> None:
         self.per_ip = ConnectionCounter(per_ip_cap)
+        self.probes = probes  # joins that found no room, per IP
         self.sockets: set[SocketSink] = set()
         self.closing = False
 
@@ -155,17 +183,24 @@ class SocketSink:
         self._limit = limit
         self._max_bytes = max_bytes
         self._stats = stats
-        self._queue: deque[str] = deque()
+        # The queue, its event and the writer task are made on first use: most frames take the
+        # fast path (``_write_now``), and an idle socket (a client in the waiting room) never
+        # needs them, which keeps its memory down.
+        self._queue: deque[str] | None = None
         self._queued = 0  # characters queued; server frames are ASCII JSON, so also bytes
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self._reason = ""
         transport = request.transport
         if transport is not None:
             transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_HIGH // 4)
         self._stall: asyncio.TimerHandle | None = None
-        self._writer = asyncio.create_task(self._write())
         self._closer: asyncio.Task[None] | None = None
+        # Fast-path frames of this turn of the event loop, written together at its end (one
+        # send() for all the envelopes a burst brings to this peer).
+        self._pending: list[bytes] | None = None
+        self._pending_bytes = 0
 
     def _unsent(self) -> int:
         """Bytes the transport holds that the peer has not taken yet."""
@@ -177,17 +212,70 @@ class SocketSink:
     @property
     def buffered(self) -> int:
         """What this connection holds for its peer: queued frames plus the transport's buffer."""
-        return self._queued + self._unsent()
+        return self._queued + self._pending_bytes + self._unsent()
+
+    def _write_now(self, text: str) -> bool:
+        """The fast path for small frames (envelopes are mostly a few hundred bytes): nothing is
+        queued and the transport is under its high-water mark even with this frame, so the writer
+        would not wait after it and no stall clock would run: the frame goes to the transport at
+        the end of this turn of the event loop (``_flush``, with the others of the turn), without
+        waking the writer task. False when it does not apply; the frame then goes through the
+        queue (large frames always do, so a burst of them is bounded by ``max_bytes`` before
+        anything is written)."""
+        if len(text) > DIRECT_MAX:
+            return False
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing() or self._ws.closed:
+            return False
+        data = text.encode()
+        size = transport.get_write_buffer_size() + self._pending_bytes + len(data)
+        if size > WRITE_BUFFER_HIGH - _HEADER_MAX:
+            return False
+        frame = _text_frame(data)
+        pending = self._pending
+        if pending is None:
+            self._pending = [frame]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            pending.append(frame)
+        self._pending_bytes += len(frame)
+        return True
+
+    def _flush(self) -> None:
+        """Write the fast-path frames of this turn (before anything queued or a close frame)."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        self._pending_bytes = 0
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing() or self._ws.closed:
+            return  # the connection is going: the peer would not read them
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def send(self, text: str) -> bool:
         if self.close_code is not None:
             return False
-        if len(self._queue) >= self._limit or self.buffered + len(text) > self._max_bytes:
+        queue = self._queue
+        if not queue and self._write_now(text):
+            return True
+        if queue is not None and len(queue) >= self._limit:
             return False
-        self._queue.append(text)
+        if self.buffered + len(text) > self._max_bytes:
+            return False
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(text)
         self._queued += len(text)
-        self._wake.set()
+        self._kick()
         return True
+
+    def _kick(self) -> None:
+        """Wake the writer, starting it on first use."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._writer = asyncio.create_task(self._write())
+        self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
         if self.close_code is not None:
@@ -195,10 +283,11 @@ class SocketSink:
         self.close_code = code
         self._reason = reason
         self._stats.closes[code] += 1
-        if code == CloseCode.TOO_SLOW:
+        if code == CloseCode.TOO_SLOW and self._queue:
             self._queue.clear()  # what was queued is lost (docs/protocol.md section 5)
             self._queued = 0
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()  # a writer that is running flushes what is queued, then ends
         self._closer = asyncio.create_task(self._shut())
 
     def _socket(self) -> Any:
@@ -242,13 +331,17 @@ class SocketSink:
         self.close(CloseCode.TOO_SLOW, "too slow")
 
     async def _write(self) -> None:
-        ws = self._ws
+        ws, wake, queue = self._ws, self._wake, self._queue
+        assert wake is not None and queue is not None  # made before the writer is started
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue and not ws.closed:
-                text = self._queue.popleft()
+            await wake.wait()
+            wake.clear()
+            while queue and not ws.closed:
+                text = queue.popleft()
                 self._queued -= len(text)
+                if self._write_now(text):
+                    continue
+                self._flush()  # what took the fast path goes first
                 self._watch(self._untaken() + len(text))  # the frame is not written yet
                 try:
                     await ws.send_str(text)
@@ -269,10 +362,14 @@ class SocketSink:
         deadline = loop.time() + CLOSE_TIMEOUT
         code = self.close_code or CloseCode.NORMAL
         too_slow = code == CloseCode.TOO_SLOW
-        if not too_slow:  # the peer reads: what was queued goes first, then the close frame
-            await asyncio.wait([self._writer], timeout=CLOSE_TIMEOUT)
+        self._flush()
+        writer = self._writer
+        if not too_slow and writer is not None:
+            # the peer reads: what was queued goes first, then the close frame
+            await asyncio.wait([writer], timeout=CLOSE_TIMEOUT)
         closing: asyncio.Task[bool] | None = None
-        if self._writer.done() or too_slow:
+        if writer is None or writer.done() or too_slow:
+            self._flush()  # what the writer passed to the fast path, before the close frame
             # For 4012 the close frame goes out behind the backlog without waiting for it
             # (drain=False); it also wakes the reader, so the hub lets the peer go at once.
             closing = asyncio.create_task(
@@ -309,7 +406,8 @@ class SocketSink:
         """Close (if nobody did) and wait for the writer and the closing handshake."""
         if self.close_code is None:
             self.close_code = CloseCode.NORMAL  # the peer closed first: nothing to count
-            self._wake.set()
+            if self._wake is not None:
+                self._wake.set()
             self._closer = asyncio.create_task(self._shut())
         tasks = [t for t in (self._writer, self._closer) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -352,15 +450,25 @@ async def _hub_context(app: web.Application) -> AsyncIterator[None]:
     async def bump(room_pk: int) -> int:
         return await bump_generation(app[ENGINE], room_pk)
 
-    hub = InProcessHub(
-        token_key=derive_key(app[SECRET], "ruang/resume"),
-        bump_generation=bump,
-        limits=room_limits(config),
-        stats=app[WS_STATS],
-        max_frame=config.limits.ws_max_frame_bytes,
-    )
+    hub: Hub
+    if config.redis_url:  # several processes (server.scaleout)
+        hub = await start_redis_hub(
+            config,
+            token_key=derive_key(app[SECRET], "ruang/resume"),
+            bump_generation=bump,
+            limits=room_limits(config),
+            stats=app[WS_STATS],
+        )
+    else:
+        hub = InProcessHub(
+            token_key=derive_key(app[SECRET], "ruang/resume"),
+            bump_generation=bump,
+            limits=room_limits(config),
+            stats=app[WS_STATS],
+            max_frame=config.limits.ws_max_frame_bytes,
+        )
+        await hub.start()
     app[HUB] = hub
-    await hub.start()
     yield
     await hub.close()
 
@@ -384,7 +492,9 @@ async def close_room_sockets(app: web.Application, room_id: str) -> None:
 def setup_ws(app: web.Application) -> None:
     """Register /ws. Call after ``app[CONFIG]`` and ``app[SECRET]`` are set and after the
     database context (``app[ENGINE]``) is in ``cleanup_ctx``."""
-    app[WS_STATE] = WsState(app[CONFIG].limits.ws_connections_per_ip)
+    limits = app[CONFIG].limits
+    probes = RateLimit(limits.room_probes_per_ip, limits.room_probe_window_seconds)
+    app[WS_STATE] = WsState(limits.ws_connections_per_ip, probes)
     app[WS_STATS] = SignalingStats()
     app.router.add_get("/ws", ws_handler, name="ws")
     app.cleanup_ctx.append(_hub_context)
@@ -422,13 +532,20 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             sink.close(CloseCode.BAD_ORIGIN, "origin not allowed")
         else:
             ip = client_ip(request)
+            current = app.get(HUB)  # several processes: the cap counts every process's sockets
+            shared = current if isinstance(current, RedisHub) else None
             if not state.per_ip.acquire(ip):
+                sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            elif shared and not await shared.acquire_ip(ip, limits.ws_connections_per_ip):
+                state.per_ip.release(ip)
                 sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
             else:
                 try:
                     await _serve(request, ws, sink, ip)
                 finally:
                     state.per_ip.release(ip)
+                    if shared:
+                        await shared.release_ip(ip)
     finally:
         state.sockets.discard(sink)
         stats.connections_open -= 1
@@ -498,7 +615,10 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
                 _reply(sink, stats, _PONG)
                 continue
             try:
-                await _dispatch(request, hub, conn, msg, counselor_id, ip)
+                if type(msg) is Relay:  # the hot path: straight to the hub
+                    await hub.relay(conn, msg)
+                else:
+                    await _dispatch(request, hub, conn, msg, counselor_id, ip)
             except Refused as exc:
                 _reply(sink, stats, dump(Error(exc.code, str(exc), msg.type)))
     except Exception:
@@ -514,8 +634,12 @@ async def _join(
     app = request.app
     if join.v != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"this server speaks v{PROTOCOL_VERSION}")
+    probes, ip = app[WS_STATE].probes, client_ip(request)
+    if probes.retry_after(ip):
+        raise RoomProbesExceeded("too many unknown rooms from this address; try again later")
     room = await get_open_room(app[ENGINE], join.room)
     if room is None:
+        probes.hit(ip)
         raise UnknownRoom("unknown room")
     counselor_id: int | None = None
     if join.role is Role.COUNSELOR:
@@ -523,6 +647,7 @@ async def _join(
         if counselor is None:
             raise NotAuthorised("log in as this room's counselor")
         if counselor.id != room.counselor_id:
+            probes.hit(ip)
             raise UnknownRoom("unknown room")  # the same answer as for a room that is not there
         counselor_id = counselor.id
     ref = RoomRef(room.id, room.pk, room.generation)
@@ -608,3 +733,5 @@ def register_signaling_metrics(app: web.Application) -> None:
     metrics.gauge(
         "ruang_participants", "Participants connected or inside a resume window", participants
     )
+    if app[CONFIG].redis_url:  # several processes
+        register_redis_metrics(metrics, lambda: app.get(HUB))

@@ -13,7 +13,7 @@ other. Nothing is ever delivered outside the room.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from signaling.errors import (
@@ -54,31 +54,40 @@ _CLOSE_TEXT: Mapping[int, str] = MappingProxyType(
 
 
 class _Queue:
-    """A bounded FIFO of frames (by count and by total size)."""
+    """A bounded FIFO of frames (by count and by total size). Its deque is made on the first
+    push: every participant has two queues and most never hold anything (memory per idle
+    connection, docs/performance.md)."""
 
-    __slots__ = ("bytes", "items", "max_bytes", "max_items")
+    __slots__ = ("_items", "bytes", "max_bytes", "max_items")
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
-        self.items: deque[str] = deque()
+        self._items: deque[str] | None = None
         self.bytes = 0
         self.max_items = max_items
         self.max_bytes = max_bytes
 
+    @property
+    def items(self) -> Sequence[str]:
+        return () if self._items is None else self._items
+
     def push(self, text: str) -> bool:
         if len(self.items) >= self.max_items or self.bytes + len(text) > self.max_bytes:
             return False
-        self.items.append(text)
+        if self._items is None:
+            self._items = deque()
+        self._items.append(text)
         self.bytes += len(text)
         return True
 
     def drain(self) -> Iterator[str]:
-        while self.items:
-            text = self.items.popleft()
+        items = self._items
+        while items:
+            text = items.popleft()
             self.bytes -= len(text)
             yield text
 
     def clear(self) -> None:
-        self.items.clear()
+        self._items = None
         self.bytes = 0
 
 
