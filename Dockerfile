@@ -4,7 +4,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY signaling ./signaling
-RUN pip install --no-cache-dir --prefix=/install '.[postgres]'
+RUN pip install --no-cache-dir --prefix=/install '.[postgres,redis]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
