@@ -89,20 +89,27 @@ async def add_counselor(engine: AsyncEngine, email: str, password: str) -> Couns
     email = normalise_email(email)
     check_password_strength(password)
     password_hash = await hash_password(password)
-    async with engine.begin() as conn:
-        exists = await conn.scalar(sa.select(counselors.c.id).where(counselors.c.email == email))
-        if exists is not None:
-            raise DuplicateCounselor(f"a counselor with email {email} already exists")
-        result = await conn.execute(
-            counselors.insert().values(
-                email=email,
-                password_hash=password_hash,
-                active=True,
-                session_epoch=0,
-                created_at=utcnow(),
+    duplicate = DuplicateCounselor(f"a counselor with email {email} already exists")
+    try:
+        async with engine.begin() as conn:
+            exists = await conn.scalar(
+                sa.select(counselors.c.id).where(counselors.c.email == email)
             )
-        )
-        new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            if exists is not None:
+                raise duplicate
+            new_id = await conn.scalar(
+                counselors.insert()
+                .values(
+                    email=email,
+                    password_hash=password_hash,
+                    active=True,
+                    session_epoch=0,
+                    created_at=utcnow(),
+                )
+                .returning(counselors.c.id)
+            )
+    except sa.exc.IntegrityError:  # the same email added at the same moment elsewhere
+        raise duplicate from None
     assert new_id is not None
     return Counselor(id=int(new_id), email=email, active=True, session_epoch=0)
 
@@ -155,26 +162,32 @@ async def set_password(engine: AsyncEngine, email: str, password: str) -> Counse
     check_password_strength(password)
     password_hash = await hash_password(password)
     async with engine.begin() as conn:
-        result = await conn.execute(
-            counselors.update()
-            .where(counselors.c.email == email)
-            .values(password_hash=password_hash, session_epoch=counselors.c.session_epoch + 1)
-        )
-        if result.rowcount == 0:
-            raise UnknownCounselor(f"no counselor with email {email}")
-        row = (await conn.execute(sa.select(*_COLUMNS).where(counselors.c.email == email))).one()
+        # One statement: the epoch bump and the values returned are atomic on both engines.
+        row = (
+            await conn.execute(
+                counselors.update()
+                .where(counselors.c.email == email)
+                .values(password_hash=password_hash, session_epoch=counselors.c.session_epoch + 1)
+                .returning(*_COLUMNS)
+            )
+        ).first()
+    if row is None:
+        raise UnknownCounselor(f"no counselor with email {email}")
     return _row(row)
 
 
 async def disable_counselor(engine: AsyncEngine, email: str) -> Counselor:
     email = normalise_email(email)
     async with engine.begin() as conn:
-        result = await conn.execute(
-            counselors.update()
-            .where(counselors.c.email == email)
-            .values(active=False, session_epoch=counselors.c.session_epoch + 1)
-        )
-        if result.rowcount == 0:
-            raise UnknownCounselor(f"no counselor with email {email}")
-        row = (await conn.execute(sa.select(*_COLUMNS).where(counselors.c.email == email))).one()
+        # One statement: the epoch bump and the values returned are atomic on both engines.
+        row = (
+            await conn.execute(
+                counselors.update()
+                .where(counselors.c.email == email)
+                .values(active=False, session_epoch=counselors.c.session_epoch + 1)
+                .returning(*_COLUMNS)
+            )
+        ).first()
+    if row is None:
+        raise UnknownCounselor(f"no counselor with email {email}")
     return _row(row)

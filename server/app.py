@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,21 +13,24 @@ from aiohttp import web
 from server import audit
 from server.auth import Handler, setup_auth
 from server.config import Config
-from server.db import create_schema, make_engine
+from server.db import connect_failure, create_schema, make_engine
 from server.echo import setup_echo
 from server.headers import setup_headers
 from server.i18n import Catalogs
 from server.keys import CATALOGS, CONFIG, ENGINE, JINJA, LOGIN_THROTTLE, METRICS, SECRET
+from server.memory import setup_memory_reclaim
 from server.metrics import new_metrics
+from server.migrations import MigrationError
 from server.render import WEB_DIR, make_jinja
 from server.secrets_store import load_or_create_secret
 from server.throttle import LoginThrottle
 from server.turn import setup_turn
 from server.views import api, events, health, pages
-from server.ws import register_signaling_metrics, setup_ws
+from server.ws import WS_STATS, register_signaling_metrics, setup_ws
 
 log = logging.getLogger("ruang.app")
 AUDIT_PURGE_SECONDS = 3600
+MIN_FREE_BYTES = 1 << 20  # in the data dir at start
 
 
 class StartupError(RuntimeError):
@@ -43,15 +47,40 @@ def prepare_data_dir(config: Config) -> None:
         raise StartupError(
             f"the data directory {config.data_dir} is not writable: {exc.strerror}"
         ) from None
+    # A nearly full disk makes SQLite fail with whatever it hits first ("disk I/O error"):
+    # say what it is instead.
+    try:
+        stat = os.statvfs(config.data_dir)
+    except OSError:
+        return
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise StartupError(
+            f"the data directory {config.data_dir} is nearly full: {free // 1024} KiB free, "
+            f"at least {MIN_FREE_BYTES // (1 << 20)} MiB needed"
+        )
+
+
+def _db_reason(exc: Exception) -> str:
+    """The driver's own first line (e.g. SQLite's "database or disk is full"), never
+    SQLAlchemy's wrapper text, which would quote the statement and its parameters."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig).strip().splitlines()[0][:200] if orig is not None and str(orig).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    engine = make_engine(app[CONFIG].effective_database_url)
+    url = app[CONFIG].effective_database_url
+    engine = make_engine(url, app[CONFIG].database_pool_size)
     try:
-        await create_schema(engine)
+        await create_schema(engine)  # migrations to head (server.migrations)
+    except MigrationError as exc:
+        await engine.dispose()
+        raise StartupError(f"cannot open the database: {exc}") from None
     except Exception as exc:
         await engine.dispose()
-        raise StartupError(f"cannot open the database: {type(exc).__name__}") from exc
+        reason = connect_failure(exc, url) or _db_reason(exc)
+        raise StartupError(f"cannot open the database: {reason}") from exc
     app[ENGINE] = engine
     yield
     await engine.dispose()
@@ -112,6 +141,8 @@ def create_app(config: Config) -> web.Application:
     setup_ws(app)
     events.setup_events(app)
     register_signaling_metrics(app)
+    stats = app[WS_STATS]
+    setup_memory_reclaim(app, app[METRICS], lambda: stats.connections_open)
     setup_turn(app)
     setup_echo(app)
     app.router.add_static("/static/", WEB_DIR / "static", name="static", append_version=False)

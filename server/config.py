@@ -55,6 +55,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or allowed[0]).lower()
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def normalise_database_url(url: str) -> str:
     """Map plain ``postgresql://`` URLs to the asyncpg driver SQLAlchemy needs."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -96,6 +103,8 @@ class Limits:
     ws_burst: int = 200
     ws_connections_per_ip: int = 200
     ws_send_queue: int = 256
+    room_probes_per_ip: int = 30  # joins of unknown/closed rooms per IP per window
+    room_probe_window_seconds: int = 600
     rooms_per_counselor: int = 500
     waiting_held_envelopes: int = 20
     resume_seconds: int = 60
@@ -104,6 +113,8 @@ class Limits:
     turn_ttl_seconds: int = 600
     precheck_turn_ttl_seconds: int = 60
     precheck_turn_per_ip: int = 30
+    turn_per_caller: int = 30  # call credentials per counselor or participant per window
+    turn_window_seconds: int = 600
     precheck_window_seconds: int = 600
     echo_max: int = 4
     echo_seconds: int = 30
@@ -118,6 +129,7 @@ class Config:
     data_dir: Path = Path("data")
     cert_dir: Path = Path("certs")
     database_url: str = ""
+    database_pool_size: int = 10
     redis_url: str = ""
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -133,6 +145,7 @@ class Config:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     session_length_minutes: int = 50
     log_level: str = "INFO"
+    event_loop: str = "auto"  # RUANG_EVENT_LOOP: auto (uvloop if installed), uvloop, asyncio
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -182,6 +195,8 @@ class Config:
             ws_burst=_int(env, "RUANG_WS_BURST", 200, 1),
             ws_connections_per_ip=_int(env, "RUANG_WS_MAX_PER_IP", 200, 1),
             ws_send_queue=_int(env, "RUANG_WS_SEND_QUEUE", 256, 8),
+            room_probes_per_ip=_int(env, "RUANG_ROOM_PROBES_PER_IP", 30, 1),
+            room_probe_window_seconds=_int(env, "RUANG_ROOM_PROBE_WINDOW_SECONDS", 600, 1),
             rooms_per_counselor=_int(env, "RUANG_MAX_ROOMS_PER_COUNSELOR", 500, 1),
             waiting_held_envelopes=_int(env, "RUANG_WAITING_HELD", 20, 0),
             resume_seconds=_int(env, "RUANG_RESUME_SECONDS", 60, 1),
@@ -190,6 +205,8 @@ class Config:
             turn_ttl_seconds=_int(env, "RUANG_TURN_TTL_SECONDS", 600, 60),
             precheck_turn_ttl_seconds=_int(env, "RUANG_PRECHECK_TURN_TTL_SECONDS", 60, 10),
             precheck_turn_per_ip=_int(env, "RUANG_PRECHECK_TURN_PER_IP", 30, 1),
+            turn_per_caller=_int(env, "RUANG_TURN_PER_CALLER", 30, 1),
+            turn_window_seconds=_int(env, "RUANG_TURN_WINDOW_SECONDS", 600, 1),
             precheck_window_seconds=_int(env, "RUANG_PRECHECK_WINDOW_SECONDS", 600, 1),
             echo_max=_int(env, "RUANG_ECHO_MAX", 4, 0),
             echo_seconds=_int(env, "RUANG_ECHO_SECONDS", 30, 5),
@@ -205,6 +222,7 @@ class Config:
             data_dir=Path(env.get("RUANG_DATA_DIR", "data")),
             cert_dir=Path(env.get("RUANG_CERT_DIR", "certs")),
             database_url=normalise_database_url(db_url) if db_url else "",
+            database_pool_size=_int(env, "RUANG_DATABASE_POOL_SIZE", 10, 1),
             redis_url=env.get("RUANG_REDIS_URL", ""),
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
@@ -220,5 +238,6 @@ class Config:
             trusted_proxies=tuple(proxies),
             session_length_minutes=_int(env, "RUANG_SESSION_LENGTH_MINUTES", 50, 1),
             log_level=level,
+            event_loop=_choice(env, "RUANG_EVENT_LOOP", ("auto", "uvloop", "asyncio")),
             limits=limits,
         )

@@ -66,7 +66,12 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def make_engine(url: str) -> AsyncEngine:
+DEFAULT_POOL_SIZE = 10
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
+    """An async engine for a ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URL."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -79,9 +84,62 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # PostgreSQL (asyncpg): a bounded pool per process, connections checked before use and
+    # recycled (a restarted database or a proxy's idle cut costs one retry, not an error), and a
+    # connect timeout so an unreachable server is a clear start-up error, not a long hang.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=30,
+        pool_recycle=1800,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": "ruang", "timezone": "UTC"},
+        },
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return seen
+
+
+def connect_failure(exc: BaseException, url: str) -> str | None:
+    """A plain sentence for "the database cannot be reached or refused us", else None.
+
+    Names the server and user, never the password."""
+    if url.startswith("sqlite"):
+        return None
+    parsed = sa.engine.make_url(url)
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    for item in _chain(exc):
+        name = type(item).__name__
+        if name in {"InvalidPasswordError", "InvalidAuthorizationSpecificationError"}:
+            return (
+                f"PostgreSQL at {where} refused user {parsed.username!r} "
+                "(wrong password or no such role)"
+            )
+        if name == "InvalidCatalogNameError":
+            return f"PostgreSQL at {where} has no database {parsed.database!r}"
+        if isinstance(item, TimeoutError):
+            return f"PostgreSQL at {where} did not answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+        if isinstance(item, OSError):
+            reason = item.strerror or str(item) or type(item).__name__
+            return f"cannot reach PostgreSQL at {where}: {reason}"
+    return None
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Bring the schema to the newest migration (kept under this name for callers)."""
+    from server.migrations import upgrade
+
+    await upgrade(engine)

@@ -86,8 +86,9 @@ async def create_room(
             raise TooManyRooms(f"at most {max_rooms} open rooms per counselor")
         now = utcnow()
         public_id = new_room_id()
-        result = await conn.execute(
-            rooms.insert().values(
+        pk = await conn.scalar(
+            rooms.insert()
+            .values(
                 public_id=public_id,
                 counselor_id=counselor_id,
                 label=label,
@@ -95,8 +96,9 @@ async def create_room(
                 created_at=now,
                 closed_at=None,
             )
+            .returning(rooms.c.pk)
         )
-        pk = int(result.inserted_primary_key[0]) if result.inserted_primary_key else 0
+        assert pk is not None
         await record(conn, AuditEvent.ROOM_CREATED, counselor_id=counselor_id, room_pk=pk, ip=ip)
     return Room(pk, public_id, counselor_id, label, 0, now, False)
 
@@ -184,8 +186,10 @@ async def new_link(
 
 async def bump_generation(engine: AsyncEngine, room_pk: int) -> int:
     async with engine.begin() as conn:
-        await conn.execute(
-            rooms.update().where(rooms.c.pk == room_pk).values(generation=rooms.c.generation + 1)
+        value = await conn.scalar(
+            rooms.update()
+            .where(rooms.c.pk == room_pk)
+            .values(generation=rooms.c.generation + 1)
+            .returning(rooms.c.generation)
         )
-        value = await conn.scalar(sa.select(rooms.c.generation).where(rooms.c.pk == room_pk))
     return int(value or 0)

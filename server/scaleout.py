@@ -13,6 +13,9 @@ from signaling.limits import RoomLimits, SignalingStats
 from signaling.redis import RedisHub, RedisUnavailable
 
 REDIS_TIMEOUT = 2.0  # seconds for one Redis command; an outage is noticed within a few
+# Connections to Redis per process. The pool blocks (up to REDIS_TIMEOUT) when all are busy
+# instead of failing: a burst of relays must queue, not look like Redis being down.
+REDIS_POOL_SIZE = 64
 
 
 async def start_redis_hub(
@@ -27,11 +30,14 @@ async def start_redis_hub(
     from server.app import StartupError  # server.app imports this module's importer
 
     try:
-        client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.redis_url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=REDIS_TIMEOUT,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
         )
+        client = aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         raise StartupError(f"RUANG_REDIS_URL is not a Redis URL: {exc}") from None
     hub = RedisHub(

@@ -7,6 +7,7 @@ to expire or when the host's addresses changed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -109,13 +110,21 @@ def ensure_dev_certificate(cert_dir: Path) -> tuple[Path, Path]:
         serialization.NoEncryption(),
     )
     tmp_key = key_path.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
     tmp_cert = cert_path.with_suffix(".tmp")
-    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_key, key_path)
-    os.replace(tmp_cert, cert_path)
+    try:
+        fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key_bytes)
+        tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        os.replace(tmp_key, key_path)
+        os.replace(tmp_cert, cert_path)
+    except OSError as exc:  # a full disk or a read-only file system: one clear line
+        for partial in (tmp_key, tmp_cert):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        raise TlsError(
+            f"cannot write the development certificate in {cert_dir}: {exc.strerror}"
+        ) from None
     return cert_path, key_path
 
 

@@ -127,6 +127,10 @@ class TurnState:
         self.precheck_limit = RateLimit(
             config.limits.precheck_turn_per_ip, config.limits.precheck_window_seconds
         )
+        # Per counselor or participant: each credential has a fresh username, so without this
+        # one caller could mint enough of them to get around coturn's per-user quotas.
+        limits = config.limits
+        self.call_limit = RateLimit(limits.turn_per_caller, limits.turn_window_seconds)
 
 
 TURN_STATE: web.AppKey[TurnState] = web.AppKey("ruang_turn_state", TurnState)
@@ -150,8 +154,9 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
-async def _check_participant(request: web.Request, token: str) -> None:
-    """An admitted participant of an open room, with a token of the room's current generation."""
+async def _check_participant(request: web.Request, token: str) -> str:
+    """An admitted participant of an open room, with a token of the room's current generation;
+    returns the rate-limit key of that participant."""
     state = request.app[TURN_STATE]
     try:
         claims = tokens.decode(state.token_key, token, now=time.time())
@@ -180,6 +185,7 @@ async def _check_participant(request: web.Request, token: str) -> None:
             "this resume token is no longer current (the room was closed, or its session "
             "ended or changed); use the newest token the server sent",
         )
+    return f"p:{claims.room}:{claims.participant}"
 
 
 @routes.post("/api/turn")
@@ -188,12 +194,22 @@ async def call_credentials(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     token = _bearer(request)
     if token is not None:
-        await _check_participant(request, token)
+        caller = await _check_participant(request, token)
         kind = "participant"
     else:
-        await require_counselor(request)  # 401 {"error": "login"} otherwise
+        counselor = await require_counselor(request)  # 401 {"error": "login"} otherwise
         await verify_csrf(request)  # 403 {"error": "csrf"} otherwise
-        kind = "counselor"
+        caller, kind = f"c:{counselor.id}", "counselor"
+    if turn_configured(config):
+        wait = request.app[TURN_STATE].call_limit.take(caller)
+        if wait:
+            request.app[METRICS].inc("ruang_turn_refused_total", reason="rate_limited")
+            raise _error(
+                web.HTTPTooManyRequests,
+                "rate_limited",
+                f"too many call credentials; try again in {wait} s",
+                {"Retry-After": str(wait)},
+            )
     body = answer(config, config.limits.turn_ttl_seconds)
     if body["iceServers"]:
         request.app[METRICS].inc("ruang_turn_credentials_total", kind=kind)

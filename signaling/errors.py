@@ -94,6 +94,13 @@ class HoldFull(Refused):
     code = "hold_full"
 
 
+class Unavailable(Refused):
+    """Several processes: the shared store (Redis) did not answer; the message was not
+    relayed. The server closes with GOING_AWAY if the outage lasts."""
+
+    code = "unavailable"
+
+
 class Departed(Refused):
     """This connection no longer holds a place in the room (it left, or was replaced, declined,
     removed or ended); the socket is closing."""

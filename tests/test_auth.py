@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import aiohttp
+import pytest
 from yarl import URL
 
 from tests.support import PASSWORD, ServerProcess, api_token, csrf_from, login
@@ -142,6 +143,7 @@ async def test_csrf_is_required_on_every_state_changing_request(server: ServerPr
             assert len((await r.json())["rooms"]) == 1
 
 
+@pytest.mark.both_databases
 async def test_restart_keeps_sessions_and_data(server: ServerProcess) -> None:
     server.add_counselor("hana@example.org")
     async with server.client() as http:

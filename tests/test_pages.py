@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 
+from server.db import make_engine
 from server.i18n import Catalogs
 from server.render import WEB_DIR
 from tests.support import ServerProcess, api_token, login
@@ -140,14 +141,24 @@ async def test_healthz_and_metrics(make_server) -> None:  # type: ignore[no-unty
         await server.stop()
 
 
+async def _sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(sa.text(statement))
+            return [tuple(r) for r in result.all()] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.both_databases
 async def test_audit_trail_is_metadata_only_and_purged(make_server) -> None:  # type: ignore[no-untyped-def]
     server: ServerProcess = make_server(RUANG_AUDIT_DAYS="7")
     server.add_counselor("ana@example.org")
-    db = server.data_dir / "ruang.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO audit (at, event, counselor_id) VALUES ('2020-01-01 00:00:00', 'login', 1)"
-        )
+    db = server.env.get("RUANG_DATABASE_URL") or f"sqlite+aiosqlite:///{server.data_dir}/ruang.db"
+    await _sql(
+        db, "INSERT INTO audit (at, event, counselor_id) VALUES ('2020-01-01 00:00:00', 'login', 1)"
+    )
     await server.start()
     try:
         async with server.client() as http:
@@ -157,8 +168,7 @@ async def test_audit_trail_is_metadata_only_and_purged(make_server) -> None:  # 
                 "/api/rooms", json={"label": "Secret Label"}, headers={"X-CSRF-Token": token}
             ) as r:
                 room = await r.json()
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT at, event, counselor_id, room_pk, ip FROM audit").fetchall()
+        rows = await _sql(db, "SELECT at, event, counselor_id, room_pk, ip FROM audit")
         events = [r[1] for r in rows]
         assert "counselor_added" in events and "login" in events and "room_created" in events
         assert not any(str(r[0]).startswith("2020") for r in rows), "old entries were purged"

@@ -345,7 +345,9 @@ async def test_a_counselor_on_a_new_process_makes_a_new_connection_and_safety_co
     first, password = counselor_peer(server, link, EMAIL, tmp_path)
     second, _ = counselor_peer(server, link, EMAIL, tmp_path)
     second.name, second.stderr_path = "counselor2", tmp_path / "counselor2.stderr"
-    cl = client_peer(server, link, tmp_path, "--seconds", "6")
+    # The client stays 12 s after its first connection: enough for a second counselor process
+    # to start, log in and reconnect on a loaded machine.
+    cl = client_peer(server, link, tmp_path, "--seconds", "12")
     try:
         await first.start(password)
         await first.wait_log("joined the room as counselor")
@@ -358,7 +360,7 @@ async def test_a_counselor_on_a_new_process_makes_a_new_connection_and_safety_co
         await second.start(password)
         await cl.wait_for(lambda e: e["event"] == "connected", timeout=25, after=mark)
         await cl.wait_for(lambda e: e["event"] == "media" and e["frames"] >= 30, after=mark)
-        assert await cl.wait(30) == 0, cl.describe()
+        assert await cl.wait(40) == 0, cl.describe()
         assert await second.wait(15) == 0, second.describe()
     finally:
         await stop_all(first, second, cl)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
+import pytest
+
 from tests.support import ServerProcess, api_token, login
 
 ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -14,6 +16,7 @@ def _decode(room_id: str) -> bytes:
     return base64.urlsafe_b64decode(room_id + "==")
 
 
+@pytest.mark.both_databases
 async def test_room_create_list_rename_close(server: ServerProcess) -> None:
     server.add_counselor("ana@example.org")
     async with server.client() as http:
@@ -143,8 +146,9 @@ async def test_too_many_rooms(make_server) -> None:  # type: ignore[no-untyped-d
         await server.stop()
 
 
-def test_cli_room_add_prints_a_full_link(tmp_path, dev_cert) -> None:  # type: ignore[no-untyped-def]
-    server = ServerProcess(tmp_path, *dev_cert)
+@pytest.mark.both_databases
+def test_cli_room_add_prints_a_full_link(tmp_path, dev_cert, database_env, request) -> None:  # type: ignore[no-untyped-def]
+    server = ServerProcess(tmp_path, *dev_cert, extra_env=database_env)
     server.add_counselor("ana@example.org")
     result = server.cli(
         "room", "add", "ana@example.org", "--label", "CLI", "--origin", "https://ruang.example.org/"
@@ -156,8 +160,13 @@ def test_cli_room_add_prints_a_full_link(tmp_path, dev_cert) -> None:  # type: i
     )
     assert match, link
     assert len(base64.urlsafe_b64decode(match.group(2) + "=")) == 32
-    # The key is printed once and stored nowhere.
-    data = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
+    # The key is printed once and stored nowhere (the database's files, its log included).
+    stored = tmp_path / "data"
+    if database_env:  # PostgreSQL: its cluster's files, once everything is written out
+        postgres = request.getfixturevalue("postgres")
+        postgres.sql("CHECKPOINT")
+        stored = postgres.data_dir
+    data = b"".join(p.read_bytes() for p in stored.rglob("*") if p.is_file())
     assert match.group(2).encode() not in data
     assert match.group(1).encode() in data
     unknown = server.cli("room", "add", "nobody@example.org")

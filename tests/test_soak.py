@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.soak_support import Load, env_float, wait_idle
+from tests.soak_support import Load, env_float, metrics, wait_idle
 from tests.support import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak]
@@ -70,6 +70,16 @@ class RssSampler:
 
     def between(self, t0: float, t1: float) -> list[int]:
         return [rss for t, rss in self.samples if t0 <= t <= t1]
+
+
+async def wait_reclaimed(server: ServerProcess, seen: float, timeout: float = 10.0) -> float:
+    """Wait for the server's memory reclaim after the crowd left (server/memory.py); its count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = (await metrics(server)).get("ruang_memory_reclaims_total", 0.0)
+        if count > seen or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.2)
 
 
 async def idle_rss(sampler: RssSampler, settle: float = 1.0) -> int:
@@ -153,16 +163,19 @@ async def test_soak_500_rooms(
             bad = failures(load)
             assert not bad, f"{len(bad)} sockets saw faults, e.g. {bad[:5]}"
             delivered = sum(side.received for pair in load.pairs for side in pair.sides())
+            closing = (await metrics(server)).get("ruang_memory_reclaims_total", 0.0)
             await load.close_all()
             codes = {side.close_code for pair in load.pairs for side in pair.sides()}
             assert codes == {1000}, f"after leave every socket closes with 1000, saw {codes}"
             after = await wait_idle(server)
+            reclaims = await wait_reclaimed(server, closing)
             idle_after = await idle_rss(sampler)
 
             # The same rooms again, with new sockets and new clients, for a short burst.
             t_again = time.monotonic()
             _, _, delivered_again = await round_trip(load, REPEAT_SECONDS, rate)
             again = await wait_idle(server)
+            reclaims_again = await wait_reclaimed(server, reclaims)
             idle_again = await idle_rss(sampler)
     finally:
         await sampler.stop()
@@ -179,6 +192,8 @@ async def test_soak_500_rooms(
         ):
             assert reading[name] == 0, (name, reading)
     assert again["ruang_ws_envelopes_relayed_total"] == delivered + delivered_again, again
+    # The server gave memory back once each crowd left (a collection and a heap trim).
+    assert reclaims >= 1 and reclaims_again > reclaims, (reclaims, reclaims_again)
 
     early = max(sampler.between(t_load + warmup, t_load + warmup + 2.0))
     end = max(sampler.between(t_end - 2 * SAMPLE_EVERY - 0.1, t_end))

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from server.keys import CONFIG, ENGINE, METRICS
 from server.netutil import is_loopback
+from server.ws import HUB
+from signaling.redis import RedisHub
 
 routes = web.RouteTableDef()
 
@@ -20,6 +22,12 @@ async def healthz(request: web.Request) -> web.Response:
             await conn.execute(sa.text("SELECT 1"))
     except Exception:
         return web.json_response({"status": "unavailable", "database": "error"}, status=503)
+    hub = request.app.get(HUB)
+    if isinstance(hub, RedisHub):  # several processes: Redis is needed too
+        if not await hub.ping():
+            body = {"status": "unavailable", "database": "ok", "redis": "error"}
+            return web.json_response(body, status=503)
+        return web.json_response({"status": "ok", "database": "ok", "redis": "ok"})
     return web.json_response({"status": "ok", "database": "ok"})
 
 

@@ -36,6 +36,10 @@ function fail(error) {
     window.location.assign("/login");
     return;
   }
+  if (error instanceof ApiError && error.code === "too_many_rooms") {
+    say(t("too_many_rooms"));
+    return;
+  }
   say(t("error", { message: error.message }));
 }
 
