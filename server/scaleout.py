@@ -13,9 +13,10 @@ from signaling.limits import RoomLimits, SignalingStats
 from signaling.redis import RedisHub, RedisUnavailable
 
 REDIS_TIMEOUT = 2.0  # seconds for one Redis command; an outage is noticed within a few
-# Connections to Redis per process. The pool blocks (up to REDIS_TIMEOUT) when all are busy
+# Connections to Redis per process. The pool blocks (up to REDIS_POOL_WAIT) when all are busy
 # instead of failing: a burst of relays must queue, not look like Redis being down.
-REDIS_POOL_SIZE = 64
+REDIS_POOL_SIZE = 256
+REDIS_POOL_WAIT = 10.0  # seconds a command may wait for a free connection under a burst
 
 
 async def start_redis_hub(
@@ -33,7 +34,7 @@ async def start_redis_hub(
         pool = aioredis.BlockingConnectionPool.from_url(
             config.redis_url,
             max_connections=REDIS_POOL_SIZE,
-            timeout=REDIS_TIMEOUT,
+            timeout=REDIS_POOL_WAIT,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
         )
