@@ -49,6 +49,12 @@ def add_join_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help='media only through the server\'s TURN relay (iceTransportPolicy "relay")',
     )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="give up (exit code 5) when no connection is made this many seconds after admission",
+    )
     p.add_argument("--counselor", action="store_true", help="join as the room's counselor")
     p.add_argument("--email", default="", help="the counselor's email (with --counselor)")
     p.add_argument(
@@ -103,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> PeerConfig:
         email=args.email,
         password=password,
         relay_only=args.relay_only,
+        connect_timeout=args.connect_timeout,
     )
 
 
