@@ -33,7 +33,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DOC = ROOT / "docs" / "performance.md"
+from bench.common import in_namespace, write_section  # noqa: E402
+
 BEGIN = "<!-- callsetup:begin -->"
 END = "<!-- callsetup:end -->"
 GOAL = 1.25
@@ -390,42 +390,6 @@ def prev_of(x: dict[str, Any], key: str) -> float | None:
     return 0.0
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Performance\n"
-    section = f"{BEGIN}\n{text}{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + section + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(doc)
-
-
-def in_namespace(argv: list[str]) -> int:
-    """Run this module again inside a new network namespace (lo and a veth pair, both ends
-    inside, 198.18.0.0/15), and remove the namespace afterwards (as bench/fallback.py does)."""
-    ns = f"ruang-bench-{os.getpid()}"
-    cmds = [
-        ["ip", "netns", "add", ns],
-        ["ip", "-n", ns, "link", "set", "lo", "up"],
-        ["ip", "-n", ns, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b"],
-        ["ip", "-n", ns, "addr", "add", "198.18.0.1/24", "dev", "veth-a"],
-        ["ip", "-n", ns, "addr", "add", "198.18.0.2/24", "dev", "veth-b"],
-        ["ip", "-n", ns, "link", "set", "veth-a", "up"],
-        ["ip", "-n", ns, "link", "set", "veth-b", "up"],
-    ]
-    try:
-        for cmd in cmds:
-            subprocess.run(cmd, check=True, timeout=10)
-        inner = ["env", f"RUANG_TEST_NETNS={ns}", sys.executable, "-m", "bench.callsetup", *argv]
-        # A higher priority (root may) for the bench and the server it starts: other work on
-        # the machine then disturbs both cases less; it favours neither.
-        nice = ["nice", "-n", str(NICE)]
-        return subprocess.run(["ip", "netns", "exec", ns, *nice, *inner], cwd=ROOT).returncode
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-
-
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.callsetup", description=__doc__)
@@ -438,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             print("bench.callsetup: needs root (a network namespace)", file=sys.stderr)
             return 2
-        return in_namespace(args_list)
+        return in_namespace("bench.callsetup", args_list, nice=NICE)
     started = time.strftime("%Y-%m-%d")
     load_before = os.getloadavg()[0]
     ruang, direct = asyncio.run(bench(args.runs))
@@ -459,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(BEGIN, END, text)
     return 0
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,19 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import in_namespace, write_section  # noqa: E402
+
 SHAPED_S = 25.0  # how long each collapse lasts
 DOWN_S = 60.0  # bounds: a level not reached by then counts as missed
 UP_S = 90.0
 SETTLE_S = 5.0  # clean link between phases
-DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- fallback:begin -->"
 END = "<!-- fallback:end -->"
-DOC_INTRO = """# Performance
-
-Figures measured on this project's own machine (2 cores), with the commands to reproduce them.
-Every figure is a time or a ratio from a real run, never an estimate; rerun the command after a
-change that could move it.
-"""
 # What is measured: (key, label, goal in seconds or None).
 ROWS: list[tuple[str, str, float | None]] = [
     ("100k.down.Audio only", "100 kbit/s: video -> audio only", None),
@@ -61,29 +55,6 @@ ROWS: list[tuple[str, str, float | None]] = [
     ("loss.up.Low video", "40% UDP loss lifted: text only -> low video", None),
     ("loss.up.Video", "40% UDP loss lifted: text only -> video", 20.0),
 ]
-
-
-def in_namespace(argv: list[str]) -> int:
-    """Run this module again inside a new network namespace (lo and a veth pair, both ends
-    inside, 198.18.0.0/15), and remove the namespace afterwards."""
-    ns = f"ruang-bench-{os.getpid()}"
-    cmds = [
-        ["ip", "netns", "add", ns],
-        ["ip", "-n", ns, "link", "set", "lo", "up"],
-        ["ip", "-n", ns, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b"],
-        ["ip", "-n", ns, "addr", "add", "198.18.0.1/24", "dev", "veth-a"],
-        ["ip", "-n", ns, "addr", "add", "198.18.0.2/24", "dev", "veth-b"],
-        ["ip", "-n", ns, "link", "set", "veth-a", "up"],
-        ["ip", "-n", ns, "link", "set", "veth-b", "up"],
-    ]
-    try:
-        for cmd in cmds:
-            subprocess.run(cmd, check=True, timeout=10)
-        env = ["env", f"RUANG_TEST_NETNS={ns}"]
-        inner = [*env, sys.executable, "-m", "bench.fallback", *argv]
-        return subprocess.run(["ip", "netns", "exec", ns, *inner], cwd=ROOT).returncode
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 async def one_run(index: int, browser: Any, server: Any) -> dict[str, Any]:
@@ -204,17 +175,6 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\nGoals: " + "; ".join(verdicts) + ".\n"
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else DOC_INTRO
-    section = f"{BEGIN}\n{text}{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + section + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench.fallback", description=__doc__)
@@ -225,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             print("bench.fallback: needs root (a network namespace, tc, nft)", file=sys.stderr)
             return 2
-        return in_namespace(args_list)
+        return in_namespace("bench.fallback", args_list)
     started = time.strftime("%Y-%m-%d")
     results = asyncio.run(bench(args.runs))
     text = (
@@ -240,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(BEGIN, END, text)
     return 0
 
 

@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import peerjs, servers  # noqa: E402
-from bench.relay import LABEL, LOADGEN_CPU, SERVER_CPU, order, write_section  # noqa: E402
+from bench.common import write_section  # noqa: E402
+from bench.relay import LABEL, LOADGEN_CPU, SERVER_CPU, order  # noqa: E402
 
 BEGIN = "<!-- memory:begin -->"
 END = "<!-- memory:end -->"

@@ -38,9 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import peerjs, servers  # noqa: E402
+from bench.common import write_section  # noqa: E402
 from bench.loadgen import PAYLOAD_CHARS  # noqa: E402
 
-DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- relay:begin -->"
 END = "<!-- relay:end -->"
 SERVER_CPU = 0
@@ -55,19 +55,6 @@ LABEL = {
 
 class LoadFailed(RuntimeError):
     """The load generator crashed or printed no result."""
-
-
-def write_section(begin: str, end: str, text: str, doc: Path = DOC) -> None:
-    """Replace what is between ``begin`` and ``end`` in ``doc`` (append the section if the
-    markers are missing); the rest of the file is kept."""
-    body = doc.read_text() if doc.exists() else "# Performance\n"
-    section = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in body and end in body:
-        head, rest = body.split(begin, 1)
-        body = head + section + rest.split(end, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(body)
 
 
 def loadgen(server: servers.Server, extra: list[str], timeout: float = 300) -> dict[str, Any]:

@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from bench.common import write_section  # noqa: E402
 from bench.loadgen import (  # noqa: E402
     DRAIN_TIMEOUT,
     SETUP_TIMEOUT,
@@ -416,15 +417,7 @@ def table(
 
 def write_doc(section: str, doc: Path = DOC) -> None:
     """Put ``section`` between the scaleout markers of ``doc`` (appended if they are missing)."""
-    text = doc.read_text() if doc.exists() else "# Performance\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
+    write_section(BEGIN, END, section, doc)
 
 
 def main(argv: list[str] | None = None) -> int:

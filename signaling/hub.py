@@ -183,6 +183,46 @@ class _Conn(Connection):
         return self.room_state.is_current(self.participant, self.sink)
 
 
+def resume_token(key: bytes, room: Room, p: Participant, expires: float) -> str:
+    """The resume token for ``p``'s place in ``room`` (valid on any process sharing ``key``)."""
+    claims = tokens.ResumeClaims(
+        room=room.id,
+        participant=p.id,
+        role=p.role,
+        admitted=p.state is PeerState.ADMITTED,
+        generation=room.generation,
+        expires=int(expires),
+    )
+    return tokens.issue(key, claims)
+
+
+def welcome(
+    room: Room,
+    p: Participant,
+    *,
+    token: str,
+    resumed: bool,
+    resume_error: str | None,
+    resume_seconds: float,
+    max_frame: int,
+) -> None:
+    """Send ``joined`` to a participant who just took (or took back) a place, and announce it."""
+    joined = Joined(
+        v=PROTOCOL_VERSION,
+        id=p.id,
+        role=p.role,
+        state=p.state,
+        resumed=resumed,
+        resume=token,
+        resume_seconds=max(1, math.ceil(resume_seconds)),
+        max_frame=max_frame,
+        peers=room.roster(p),
+        resume_error=resume_error,
+    )
+    room.send(p, dump(joined))
+    room.announce(p)
+
+
 def new_participant_id() -> str:
     return secrets.token_urlsafe(9)  # 72 random bits, 12 characters
 
@@ -261,15 +301,7 @@ class InProcessHub(Hub):
     # --- tokens ---------------------------------------------------------------------------------
 
     def _token(self, room: Room, p: Participant) -> str:
-        claims = tokens.ResumeClaims(
-            room=room.id,
-            participant=p.id,
-            role=p.role,
-            admitted=p.state is PeerState.ADMITTED,
-            generation=room.generation,
-            expires=int(self._now() + self.limits.token_ttl_seconds),
-        )
-        return tokens.issue(self._key, claims)
+        return resume_token(self._key, room, p, self._now() + self.limits.token_ttl_seconds)
 
     def _send_tokens(self, room: Room) -> None:
         for p in room.participants.values():
@@ -347,20 +379,15 @@ class InProcessHub(Hub):
         finally:
             if not room:
                 del self._rooms[ref.id]
-        joined = Joined(
-            v=PROTOCOL_VERSION,
-            id=p.id,
-            role=p.role,
-            state=p.state,
+        welcome(
+            room,
+            p,
+            token=self._token(room, p),
             resumed=resumed,
-            resume=self._token(room, p),
-            resume_seconds=max(1, math.ceil(self.limits.resume_seconds)),
-            max_frame=self._max_frame,
-            peers=room.roster(p),
             resume_error=resume_error,
+            resume_seconds=self.limits.resume_seconds,
+            max_frame=self._max_frame,
         )
-        room.send(p, dump(joined))
-        room.announce(p)
         room.deliver_pending(p)
         self._note_waiting(room)
         return _Conn(room, p, sink)

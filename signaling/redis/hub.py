@@ -11,7 +11,6 @@ and publishes), so what one sender sends arrives in order.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable, Collection
@@ -22,14 +21,20 @@ from redis.exceptions import RedisError
 
 from signaling import tokens
 from signaling.errors import CloseCode, Departed, HoldFull, HubClosed, Unavailable, UnknownPeer
-from signaling.hub import BumpGeneration, Connection, Hub, JoinRequest, RoomRef, new_participant_id
+from signaling.hub import (
+    BumpGeneration,
+    Connection,
+    Hub,
+    JoinRequest,
+    RoomRef,
+    new_participant_id,
+    resume_token,
+    welcome,
+)
 from signaling.limits import RoomLimits, SignalingStats
 from signaling.messages import (
     COUNSELOR_ID,
-    PROTOCOL_VERSION,
     GoneReason,
-    Joined,
-    PeerState,
     Relay,
     Role,
     Token,
@@ -154,15 +159,7 @@ class RedisHub(Hub):
         return result
 
     def _token(self, room: Room, p: Participant) -> str:
-        claims = tokens.ResumeClaims(
-            room=room.id,
-            participant=p.id,
-            role=p.role,
-            admitted=p.state is PeerState.ADMITTED,
-            generation=room.generation,
-            expires=int(self._now() + self.limits.token_ttl_seconds),
-        )
-        return tokens.issue(self._key, claims)
+        return resume_token(self._key, room, p, self._now() + self.limits.token_ttl_seconds)
 
     # --- waiting counts -------------------------------------------------------------------------
 
@@ -253,20 +250,15 @@ class RedisHub(Hub):
                 pid = new_participant_id()
                 p = room.add_client(pid, txn.sink(node, pid, cid))
         txn.present.add(p.id)
-        joined = Joined(
-            v=PROTOCOL_VERSION,
-            id=p.id,
-            role=p.role,
-            state=p.state,
+        welcome(
+            room,
+            p,
+            token=self._token(room, p),
             resumed=resumed,
-            resume=self._token(room, p),
-            resume_seconds=max(1, math.ceil(self.limits.resume_seconds)),
-            max_frame=self._max_frame,
-            peers=room.roster(p),
             resume_error=resume_error,
+            resume_seconds=self.limits.resume_seconds,
+            max_frame=self._max_frame,
         )
-        room.send(p, dump(joined))
-        room.announce(p)
         if not cleared:
             txn.drains.append(keys.held(room.id, p.id))
         if p.role is Role.COUNSELOR:
