@@ -177,4 +177,4 @@ async def test_no_connection_within_the_timeout_exits_5(
     finally:
         await client.stop()
     assert [e["event"] for e in client.events][-1] == "error"
-    assert "no connection within 30 s" in client.named("error")[0]["message"]
+    assert "no connection within 8 s" in client.named("error")[0]["message"]
