@@ -24,7 +24,7 @@ from aiohttp import WSMsgType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.ws import DIRECT_MAX, SocketSink, _Socket
+from server.socket_sink import DIRECT_MAX, SocketSink, _Socket
 from signaling.errors import CloseCode
 from signaling.messages import ProtocolError, Relay, parse
 from tests.test_ws_sink import serving

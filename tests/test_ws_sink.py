@@ -1,5 +1,5 @@
-"""server.ws.SocketSink against a peer that does not read: an in-process aiohttp server on a
-plain TCP socket (what runs behind a TLS-terminating proxy), a raw client with a tiny receive
+"""server.socket_sink.SocketSink against a peer that does not read: an in-process aiohttp server
+on a plain TCP socket (what runs behind a TLS-terminating proxy), a raw client with a tiny receive
 buffer, and short timeouts. tests/test_ws.py does the same end to end on the real TLS server."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from server import ws as ws_module
-from server.ws import WRITE_BUFFER_HIGH, SocketSink, _Socket
+from server import socket_sink as ws_module
+from server.socket_sink import WRITE_BUFFER_HIGH, SocketSink, _Socket
 from signaling.errors import CloseCode
 from signaling.limits import SignalingStats
 from tests.test_ws import RawClient
