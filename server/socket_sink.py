@@ -1,6 +1,6 @@
 """SocketSink: the hub's view of one /ws socket (a bounded send queue drained by a writer task,
-a fast path for small frames, the stall clock and the closing handshake), and ``_Socket``, the
-WebSocketResponse that answers with our close codes. ``server.ws`` is the handler around them.
+a fast path for small frames, the stall clock and the closing handshake) on a
+``server.websocket.WebSocket``. ``server.ws`` is the handler around it.
 
 Nothing here logs: a payload, a name or an id never passes through a log call.
 """
@@ -17,9 +17,7 @@ import termios
 from collections import deque
 from typing import Any
 
-from aiohttp import WSCloseCode, web
-from aiohttp.abc import AbstractStreamWriter
-
+from server.websocket import WebSocket, text_frame
 from signaling.errors import CloseCode
 from signaling.limits import SignalingStats
 
@@ -31,30 +29,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 _HEADER_MAX = 10  # bytes of a server-to-client WebSocket frame header (no mask)
 DIRECT_MAX = 16 << 10  # frames up to this size may skip the queue (SocketSink._write_now)
-
-
-def _text_frame(data: bytes) -> bytes:
-    """One unmasked, uncompressed, final text frame (RFC 6455 section 5.2) around ``data``:
-    what aiohttp's writer makes for ``send_str`` with compression off."""
-    n = len(data)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + data
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, n) + data
-    return struct.pack("!BBQ", 0x81, 127, n) + data
-
-
-class _Socket(web.WebSocketResponse):
-    """aiohttp closes with RFC 6455 codes for an oversized or broken frame; we answer with ours."""
-
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG:
-            code, message = CloseCode.FRAME_TOO_BIG, b"frame too big"
-        elif code in (WSCloseCode.PROTOCOL_ERROR, WSCloseCode.INVALID_TEXT):
-            code, message = CloseCode.PROTOCOL_ERROR, b"protocol error"
-        return await super().close(code=code, message=message, drain=drain)
 
 
 class SocketSink:
@@ -73,19 +47,16 @@ class SocketSink:
       connection is cut (RST), so an unread backlog never keeps the socket, its buffers or its
       handler alive.
 
-    The writer is never cancelled while it waits for the transport to drain: aiohttp shares one
-    drain future between everyone writing to the socket, and cancelling a waiter cancels it for
-    all of them. Cutting the transport is what releases a stuck writer.
+    The writer is never cancelled while it waits for the transport to drain; cutting the
+    transport is what releases a stuck writer.
     """
 
     __slots__ = (
         "_closer",
         "_limit",
         "_max_bytes",
-        "_out",
         "_pending",
         "_pending_bytes",
-        "_protocol",
         "_queue",
         "_queued",
         "_reason",
@@ -99,17 +70,12 @@ class SocketSink:
 
     def __init__(
         self,
-        ws: _Socket,
-        request: web.Request,
-        out: AbstractStreamWriter,
+        ws: WebSocket,
         limit: int,
         max_bytes: int,
         stats: SignalingStats,
     ) -> None:
-        """``out`` is what ``ws.prepare(request)`` returned."""
-        self._ws = ws
-        self._out = out
-        self._protocol = request.protocol  # its .transport is None once the connection is gone
+        self._ws = ws  # its .transport is None once the connection is gone
         self._limit = limit
         self._max_bytes = max_bytes
         self._stats = stats
@@ -122,9 +88,6 @@ class SocketSink:
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self._reason = ""
-        transport = request.transport
-        if transport is not None:
-            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_HIGH // 4)
         self._stall: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
         # Fast-path frames of this turn of the event loop after its first (which is written at
@@ -134,7 +97,7 @@ class SocketSink:
 
     def _unsent(self) -> int:
         """Bytes the transport holds that the peer has not taken yet."""
-        transport = self._protocol.transport
+        transport = self._ws.transport
         if transport is None or transport.is_closing():
             return 0
         return transport.get_write_buffer_size()
@@ -154,14 +117,14 @@ class SocketSink:
         by ``max_bytes`` before anything is written)."""
         if len(text) > DIRECT_MAX:
             return False
-        transport = self._protocol.transport
+        transport = self._ws.transport
         if transport is None or transport.is_closing() or self._ws.closed:
             return False
         data = text.encode()
         size = transport.get_write_buffer_size() + self._pending_bytes + len(data)
         if size > WRITE_BUFFER_HIGH - _HEADER_MAX:
             return False
-        frame = _text_frame(data)
+        frame = text_frame(data)
         pending = self._pending
         if pending is None:
             # The first frame of this turn goes out at once (no extra turn of latency when the
@@ -183,7 +146,7 @@ class SocketSink:
         self._pending_bytes = 0
         if not pending:
             return
-        transport = self._protocol.transport
+        transport = self._ws.transport
         if transport is None or transport.is_closing() or self._ws.closed:
             return  # the connection is going: the peer would not read them
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
@@ -226,7 +189,7 @@ class SocketSink:
         self._closer = asyncio.create_task(self._shut())
 
     def _socket(self) -> Any:
-        transport = self._protocol.transport
+        transport = self._ws.transport
         if transport is None:
             return None
         try:
@@ -280,9 +243,9 @@ class SocketSink:
                 self._watch(self._untaken() + len(text))  # the frame is not written yet
                 try:
                     await ws.send_str(text)
-                    # send_str waits for the transport only every 64 KiB: wait after each frame,
-                    # so a transport over its high-water mark always has a writer on the clock.
-                    await self._out.drain()
+                    # wait after each frame, so a transport over its high-water mark always has
+                    # a writer on the clock
+                    await ws.drain()
                 except ConnectionError:
                     return  # the transport is gone (or closing); the reader sees it too
                 finally:
@@ -303,32 +266,33 @@ class SocketSink:
             # the peer reads: what was queued goes first, then the close frame
             await asyncio.wait([writer], timeout=CLOSE_TIMEOUT)
         closing: asyncio.Task[bool] | None = None
+        left = max(0.0, deadline - loop.time())
         if writer is None or writer.done() or too_slow:
             self._flush()  # what the writer passed to the fast path, before the close frame
             # For 4012 the close frame goes out behind the backlog without waiting for it
             # (drain=False); it also wakes the reader, so the hub lets the peer go at once.
             closing = asyncio.create_task(
-                self._ws.close(code=code, message=self._reason.encode(), drain=not too_slow)
+                self._ws.close(code, self._reason, linger=0.0 if too_slow else left)
             )
             await asyncio.wait([closing], timeout=max(0.0, deadline - loop.time()))
-        # A graceful TCP/TLS close may still be flushing; aiohttp 3.14 has no event for the
-        # connection going away, but the protocol drops its transport then.
-        while self._protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
+        # A graceful TCP/TLS close may still be flushing; the protocol drops its transport
+        # once the connection is gone.
+        while self._ws.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(LINGER_POLL)
-        if self._protocol.transport is not None:
+        if self._ws.transport is not None:
             self._cut()
         # Cutting released anything waiting on the transport; nothing here is left hanging.
         pending = [t for t in (self._writer, closing) if t is not None and not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
         for task in pending:
-            task.cancel()  # only if aiohttp did not let go after the cut (never seen)
+            task.cancel()  # only if nothing let go after the cut (never seen)
         if closing is not None and closing.done() and not closing.cancelled():
             closing.exception()  # retrieved: a failed close is expected for a peer we cut
 
     def _cut(self) -> None:
         """Drop the connection now: no flushing, and an RST so the kernel frees its buffers."""
-        transport = self._protocol.transport
+        transport = self._ws.transport
         if transport is None:
             return
         sock = self._socket()

@@ -11,12 +11,13 @@ kinds, close codes and counts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from server import auth
 from server.audit import AuditEvent, record
@@ -27,7 +28,8 @@ from server.ratelimit import RateLimit
 from server.rooms_store import bump_generation, get_open_room
 from server.scaleout import register_redis_metrics, start_redis_hub
 from server.secrets_store import derive_key
-from server.socket_sink import CLOSE_TIMEOUT, SocketSink, _Socket
+from server.socket_sink import CLOSE_TIMEOUT, WRITE_BUFFER_HIGH, SocketSink
+from server.websocket import FrameErrors, Handed, Kind, WebSocket, accept, is_upgrade
 from signaling.errors import (
     CloseCode,
     Fatal,
@@ -87,6 +89,10 @@ FATAL_CLOSE: Mapping[type[Fatal], CloseCode] = MappingProxyType(
     }
 )
 _PONG = dump(Pong())
+FRAME_ERRORS = FrameErrors(
+    too_big=(CloseCode.FRAME_TOO_BIG, "frame too big"),
+    protocol=(CloseCode.PROTOCOL_ERROR, "protocol error"),
+)
 
 
 class WsState:
@@ -96,6 +102,7 @@ class WsState:
         self.per_ip = ConnectionCounter(per_ip_cap)
         self.probes = probes  # joins that found no room, per IP
         self.sockets: set[SocketSink] = set()
+        self.sessions: set[asyncio.Task[None]] = set()  # one per socket, from upgrade to close
         self.closing = False
 
 
@@ -172,6 +179,14 @@ async def _going_away(app: web.Application) -> None:
         await app[HUB].close()
     for sink in list(state.sockets):
         sink.close(CloseCode.GOING_AWAY, "server going away")
+    # aiohttp no longer knows these connections: wait for their closing handshakes here.
+    sessions = list(state.sessions)
+    if sessions:
+        _, left = await asyncio.wait(sessions, timeout=CLOSE_TIMEOUT + 1.0)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=1.0)
 
 
 async def close_room_sockets(app: web.Application, room_id: str) -> None:
@@ -195,34 +210,48 @@ def setup_ws(app: web.Application) -> None:
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     config, state, stats = app[CONFIG], app[WS_STATE], app[WS_STATS]
-    ws = _Socket(
-        heartbeat=HEARTBEAT,
-        max_msg_size=config.limits.ws_max_frame_bytes,
-        compress=False,
-        timeout=CLOSE_TIMEOUT,
-    )
-    if not ws.can_prepare(request).ok:
+    if not is_upgrade(request):
         return web.Response(status=426, text="WebSocket only\n", headers={"Upgrade": "websocket"})
-    out = await ws.prepare(request)
     limits = config.limits
+    try:
+        ws = accept(
+            request,
+            max_size=limits.ws_max_frame_bytes,
+            heartbeat=HEARTBEAT,
+            errors=FRAME_ERRORS,
+            write_high=WRITE_BUFFER_HIGH,
+        )
+    except ConnectionResetError:
+        return Handed()  # the client went away: nothing to answer
     sink = SocketSink(
-        ws,
-        request,
-        out,
-        limits.ws_send_queue,
-        max(SEND_BUFFER_BYTES, 4 * limits.ws_max_frame_bytes),
-        stats,
+        ws, limits.ws_send_queue, max(SEND_BUFFER_BYTES, 4 * limits.ws_max_frame_bytes), stats
     )
     state.sockets.add(sink)
     stats.connections_open += 1
     stats.connections_total += 1
+    # The socket lives in its own task: aiohttp's request handler (and the request, once the
+    # join is done) are let go, which is most of what an idle socket would otherwise hold.
+    allowed = origin_allowed(request, config)
+    ip = client_ip(request)
+    task = asyncio.create_task(_session([request], ws, sink, allowed, ip))
+    state.sessions.add(task)
+    task.add_done_callback(state.sessions.discard)
+    return Handed()
+
+
+async def _session(
+    upgrade: list[web.Request], ws: WebSocket, sink: SocketSink, allowed: bool, ip: str
+) -> None:
+    """``upgrade`` holds the request until the join is done (``_serve`` takes it out)."""
+    app = upgrade[0].app
+    config, state, stats = app[CONFIG], app[WS_STATE], app[WS_STATS]
+    limits = config.limits
     try:
         if state.closing:
             sink.close(CloseCode.GOING_AWAY, "server going away")
-        elif not origin_allowed(request, config):
+        elif not allowed:
             sink.close(CloseCode.BAD_ORIGIN, "origin not allowed")
         else:
-            ip = client_ip(request)
             current = app.get(HUB)  # several processes: the cap counts every process's sockets
             shared = current if isinstance(current, RedisHub) else None
             if not state.per_ip.acquire(ip):
@@ -232,17 +261,19 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
             else:
                 try:
-                    await _serve(request, ws, sink, ip)
+                    await _serve(upgrade, ws, sink, ip)
                 finally:
                     state.per_ip.release(ip)
                     if shared:
                         await shared.release_ip(ip)
+    except Exception:
+        log.exception("ws session failed")
+        sink.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         state.sockets.discard(sink)
         stats.connections_open -= 1
         await sink.wait_closed()
         log.debug("ws closed code=%s", sink.close_code)
-    return ws
 
 
 def _reply(sink: SocketSink, stats: SignalingStats, text: str) -> None:
@@ -251,19 +282,21 @@ def _reply(sink: SocketSink, stats: SignalingStats, text: str) -> None:
         sink.close(CloseCode.TOO_SLOW, "too slow")
 
 
-async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -> None:
+async def _serve(upgrade: list[web.Request], ws: WebSocket, sink: SocketSink, ip: str) -> None:
+    request = upgrade.pop()
     app = request.app
     limits, stats, hub = app[CONFIG].limits, app[WS_STATS], app[HUB]
     bucket = TokenBucket(limits.ws_rate_per_second, limits.ws_burst)
     try:
-        first = await ws.receive(timeout=JOIN_TIMEOUT)
+        async with asyncio.timeout(JOIN_TIMEOUT):
+            first = await ws.receive()
     except TimeoutError:
         sink.close(CloseCode.JOIN_TIMEOUT, "no join")
         return
-    if first.type is not WSMsgType.TEXT:
-        if first.type is WSMsgType.BINARY:
+    if first.kind is not Kind.TEXT:
+        if first.kind is Kind.BINARY:
             sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
-        return  # closed, or a frame aiohttp refused (it closed with our code already)
+        return  # closed, or a frame the socket refused (it closed with our code already)
     stats.messages_received += 1
     bucket.take()
     try:
@@ -284,11 +317,12 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
         sink.close(CloseCode.INTERNAL_ERROR, "internal error")
         return
     log.debug("ws joined role=%s", join.role.value)
+    del request  # the request (headers, aiohttp's handler) is not kept for the socket's life
     try:
         while True:  # not ``async for``: its __anext__ frame would live as long as the socket
             frame = await ws.receive()
-            if frame.type is not WSMsgType.TEXT:  # CLOSE, CLOSING and CLOSED end the loop too
-                if frame.type is WSMsgType.BINARY:
+            if frame.kind is not Kind.TEXT:  # CLOSE, CLOSING and CLOSED end the loop too
+                if frame.kind is Kind.BINARY:
                     sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
                 break
             if sink.close_code is not None:
@@ -310,7 +344,7 @@ async def _serve(request: web.Request, ws: _Socket, sink: SocketSink, ip: str) -
                 if type(msg) is Relay:  # the hot path: straight to the hub
                     await hub.relay(conn, msg)
                 else:
-                    await _dispatch(request, hub, conn, msg, counselor_id, ip)
+                    await _dispatch(app, hub, conn, msg, counselor_id, ip)
             except Refused as exc:
                 _reply(sink, stats, dump(Error(exc.code, str(exc), msg.type)))
     except Exception:
@@ -358,7 +392,7 @@ _AUDITED: Mapping[type, AuditEvent] = MappingProxyType(
 
 
 async def _dispatch(
-    request: web.Request,
+    app: web.Application,
     hub: Hub,
     conn: Connection,
     msg: Message,
@@ -383,7 +417,7 @@ async def _dispatch(
         raise Unexpected("not a message a peer sends after joining")
     try:
         await record(
-            request.app[ENGINE],
+            app[ENGINE],
             _AUDITED[type(msg)],
             counselor_id=counselor_id,
             room_pk=conn.room.pk,

@@ -24,7 +24,8 @@ from aiohttp import WSMsgType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.socket_sink import DIRECT_MAX, SocketSink, _Socket
+from server.socket_sink import DIRECT_MAX, SocketSink
+from server.websocket import WebSocket
 from signaling.errors import CloseCode
 from signaling.messages import ProtocolError, Relay, parse
 from tests.test_ws_sink import serving
@@ -86,7 +87,7 @@ def test_other_spellings_take_the_general_path(frame: str) -> None:
 async def test_small_and_large_frames_in_one_burst_arrive_in_order() -> None:
     sizes = [100, DIRECT_MAX + 1, 10, 60_000, 500, 500, DIRECT_MAX, 70, 30_000, 5] * 20
 
-    async def burst(sink: SocketSink, _ws: _Socket) -> None:
+    async def burst(sink: SocketSink, _ws: WebSocket) -> None:
         for i, size in enumerate(sizes):
             head = f"{i:04d}"
             assert sink.send(head + "y" * (size - len(head)))

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from server import socket_sink as ws_module
-from server.socket_sink import WRITE_BUFFER_HIGH, SocketSink, _Socket
+from server.socket_sink import WRITE_BUFFER_HIGH, SocketSink
+from server.websocket import FrameErrors, Handed, Kind, WebSocket, accept
 from signaling.errors import CloseCode
 from signaling.limits import SignalingStats
 from tests.test_ws import RawClient
@@ -24,7 +25,7 @@ FRAME = "Z" * 60_000
 STALL = 0.5
 CLOSE = 1.0
 
-Body = Callable[[SocketSink, _Socket], Awaitable[None]]
+Body = Callable[[SocketSink, WebSocket], Awaitable[None]]
 
 
 class Served:
@@ -53,18 +54,12 @@ async def serving(
     ``sndbuf`` pins the kernel's send buffer (else it grows to megabytes), so that what the peer
     has not taken piles up in the transport, where the writer waits for it."""
     served = Served()
+    sessions: list[asyncio.Task[None]] = []
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if sndbuf:
-            assert request.transport is not None
-            sock = request.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        ws = _Socket(heartbeat=None, max_msg_size=65536, compress=False, timeout=CLOSE)
-        out = await ws.prepare(request)
-        sink = served.sink = SocketSink(ws, request, out, limit, max_bytes, served.stats)
+    async def session(ws: WebSocket, sink: SocketSink) -> None:
         feeder = asyncio.create_task(body(sink, ws))
         try:
-            async for _ in ws:
+            while (await ws.receive()).kind in (Kind.TEXT, Kind.BINARY):
                 pass
             served.closed_at = time.monotonic()
         finally:
@@ -72,7 +67,22 @@ async def serving(
             await feeder
             served.done_at = time.monotonic()
             served.done.set()
-        return ws
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if sndbuf:
+            assert request.transport is not None
+            sock = request.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        ws = accept(
+            request,
+            max_size=65536,
+            heartbeat=None,
+            errors=FrameErrors((CloseCode.FRAME_TOO_BIG, "big"), (CloseCode.PROTOCOL_ERROR, "bad")),
+            write_high=WRITE_BUFFER_HIGH,
+        )
+        sink = served.sink = SocketSink(ws, limit, max_bytes, served.stats)
+        sessions.append(asyncio.create_task(session(ws, sink)))
+        return Handed()
 
     app = web.Application()
     app.router.add_get("/ws", handler)
@@ -83,6 +93,8 @@ async def serving(
     try:
         yield int(runner.addresses[0][1]), served
     finally:
+        if sessions:
+            await asyncio.wait(sessions, timeout=10)
         await runner.cleanup()
 
 
@@ -100,7 +112,7 @@ async def test_a_stalled_writer_is_too_slow(short_timeouts: None) -> None:
     """The queue never fills (frames only go in while little is buffered), yet a peer that takes
     nothing for SEND_STALL seconds is closed with 4012 and its socket cut."""
 
-    async def trickle(sink: SocketSink, _ws: _Socket) -> None:
+    async def trickle(sink: SocketSink, _ws: WebSocket) -> None:
         while sink.close_code is None:
             if sink.buffered < WRITE_BUFFER_HIGH + 2 * len(FRAME):
                 assert sink.send(FRAME)
@@ -127,7 +139,7 @@ async def test_the_queue_is_bounded_in_bytes(short_timeouts: None) -> None:
     refused = asyncio.Event()
     pushed = 0
 
-    async def flood(sink: SocketSink, _ws: _Socket) -> None:
+    async def flood(sink: SocketSink, _ws: WebSocket) -> None:
         nonlocal pushed
         while pushed < 100 << 20:
             if not sink.send(FRAME):
@@ -152,11 +164,11 @@ async def test_a_burst_over_the_byte_bound_is_refused_at_once() -> None:
     """Synchronous sends (nothing written yet): exactly what fits in the bound is taken."""
     took = 0
 
-    async def burst(sink: SocketSink, ws: _Socket) -> None:
+    async def burst(sink: SocketSink, ws: WebSocket) -> None:
         nonlocal took
         while sink.send(FRAME):
             took += 1
-        await ws.close()
+        await ws.close(CloseCode.NORMAL, "", linger=CLOSE)
 
     async with serving(burst, max_bytes=1 << 20) as (port, served):
         async with (
@@ -173,7 +185,7 @@ async def test_a_burst_over_the_byte_bound_is_refused_at_once() -> None:
 async def test_a_reader_gets_everything_queued_then_the_close_code(short_timeouts: None) -> None:
     """The normal close: what was queued goes first, then our code; nothing is cut."""
 
-    async def decline(sink: SocketSink, _ws: _Socket) -> None:
+    async def decline(sink: SocketSink, _ws: WebSocket) -> None:
         for i in range(50):
             assert sink.send(f"{i:02d}" + "x" * 10_000)
         sink.close(CloseCode.DECLINED, "declined")
@@ -212,7 +224,7 @@ async def test_a_slow_reader_is_not_too_slow(short_timeouts: None) -> None:
     SEND_STALL, but the peer keeps taking bytes: a slow link, not a peer that does not read."""
     frames = 8
 
-    async def burst(sink: SocketSink, _ws: _Socket) -> None:
+    async def burst(sink: SocketSink, _ws: WebSocket) -> None:
         for _ in range(frames):
             assert sink.send(FRAME)
 
