@@ -266,7 +266,7 @@ class WebSocket(asyncio.Protocol):
             if size == 126:
                 if end - head < 2:
                     break
-                size = int.from_bytes(data[head : head + 2], "big")
+                size = data[head] << 8 | data[head + 1]
                 head += 2
             elif size == 127:
                 if end - head < 8:
@@ -290,7 +290,14 @@ class WebSocket(asyncio.Protocol):
             if size:
                 _mask_in_place(data[head : head + 4], payload)
             pos = head + 4 + size
-            self._on_frame(b0 & 0x80 != 0, opcode, payload)
+            if b0 == 0x81 and self._frag is None and not self._close_sent:  # a whole text message
+                try:
+                    self._push(Frame(Kind.TEXT, payload.decode()))
+                except UnicodeDecodeError:
+                    self._fail(self._errors.protocol)
+                    return
+            else:
+                self._on_frame(b0 & 0x80 != 0, opcode, payload)
         if pos < end and self.transport is not None:
             self._buf = data[pos:]
 
