@@ -124,9 +124,11 @@ def start(
     cpu: int | None,
     peerjs_script: Path | None = None,
     profile: Path | None = None,
+    report: str = "text",
 ) -> Server:
     """Start one server; ``tmp`` is a fresh directory for its data and log. With ``profile``,
-    Ruang runs under pyinstrument, which writes its text report there when it stops."""
+    Ruang runs under pyinstrument, which writes its report (``report``: text or json) there when
+    it stops."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = tmp / f"{name}.log"
@@ -149,7 +151,7 @@ def start(
             raise StartFailed(f"ruang counselor add: {added.stderr[-2000:]}")
         argv = [sys.executable, "-m", "server", "serve"]
         if profile is not None:
-            wrap = ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile)]
+            wrap = ["-m", "pyinstrument", "-r", report, "--show-all", "-o", str(profile)]
             argv = [sys.executable, *wrap, "-m", "server", "serve"]
     elif name == "peerjs":
         assert peerjs_script is not None
