@@ -6,7 +6,9 @@ clients or room keys.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -78,7 +80,15 @@ def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(conn: object, _record: object) -> None:
             cursor = conn.cursor()  # type: ignore[attr-defined]
-            cursor.execute("PRAGMA journal_mode=WAL")
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except Exception as exc:
+                # Switching a new database to WAL needs it to itself: while another connection
+                # writes (a second process's migrations) SQLite refuses at once, without waiting
+                # out the busy timeout. The mode is kept in the file: ``ensure_wal`` (run first
+                # by every upgrade) sets it with a bounded wait, and this connection sees it.
+                if not is_sqlite_locked(exc):
+                    raise
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
@@ -99,6 +109,32 @@ def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
             "server_settings": {"application_name": "ruang", "timezone": "UTC"},
         },
     )
+
+
+def is_sqlite_locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY), however the driver wraps it."""
+    return "database is locked" in str(exc)
+
+
+SQLITE_WAL_WAIT_SECONDS = 30.0
+_WAL_RETRY_SECONDS = 0.02
+
+
+async def ensure_wal(engine: AsyncEngine) -> None:
+    """Put a SQLite database in WAL mode (kept in the file), waiting up to
+    ``SQLITE_WAL_WAIT_SECONDS`` while another connection writes; nothing for PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    deadline = time.monotonic() + SQLITE_WAL_WAIT_SECONDS
+    while True:
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            return
+        except sa.exc.OperationalError as exc:
+            if not is_sqlite_locked(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(_WAL_RETRY_SECONDS)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -144,6 +145,30 @@ async def test_concurrent_upgrades_do_not_race(db_url: str) -> None:
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_a_sqlite_upgrade_waits_for_another_writer(tmp_path: Path) -> None:
+    """A new SQLite file is switched to WAL while another process holds its write lock (its
+    own upgrade): SQLite refuses that at once rather than waiting, so the upgrade must wait
+    for the lock itself (a CI run once lost one of six concurrent upgraders to this)."""
+    path = tmp_path / "ruang.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE unrelated (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO unrelated VALUES (1)")
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        upgrading = asyncio.create_task(migrations.upgrade(engine))
+        await asyncio.sleep(0.5)
+        assert not upgrading.done(), "it waits while the other writer holds the lock"
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(upgrading, 30) == migrations.head()
+        async with engine.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        assert mode == "wal"
+    finally:
+        other.close()
+        await engine.dispose()
 
 
 def _ruang(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,8 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.db import ensure_wal
+
 HERE = Path(__file__).resolve().parent
 BASELINE = "0001"
 # The tables the baseline revision creates (what the old create_all made).
@@ -92,6 +94,7 @@ async def _lock(conn: AsyncConnection) -> None:
 
 async def upgrade(engine: AsyncEngine) -> str:
     """Bring the database to the newest revision; return it."""
+    await ensure_wal(engine)  # before the write lock: SQLite cannot switch modes inside it
     async with engine.connect() as conn:
         await _lock(conn)
         try:
