@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -125,7 +125,8 @@ class Node:
             self._listener = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                aclose: Any = self._pubsub.aclose  # typed in some redis-py releases only
+                await aclose()
             self._pubsub = None
 
     async def close(self) -> None:
