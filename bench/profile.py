@@ -100,10 +100,11 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], dict[str, 
     finally:
         server.stop()
     deadline = time.monotonic() + 60
-    while not report.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - not async
+    while not report.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     if not report.exists():
-        raise ProfileFailed(f"no pyinstrument report; server log:\n{server.log.read_text()[-2000:]}")
+        tail = server.log.read_text()[-2000:]
+        raise ProfileFailed(f"no pyinstrument report; server log:\n{tail}")
     return json.loads(report.read_text()), load
 
 
