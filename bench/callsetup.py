@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import gc
 import json
 import logging
 import os
@@ -115,7 +116,7 @@ class MarkHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         what = LOG_MARKS.get(message)
-        if what is None and message.startswith("call ICE servers fetched"):
+        if what is None and message.startswith("call ICE servers "):
             what = "turn"
         if what is not None:
             self.recorder.mark(SIDE.get(), what)
@@ -204,7 +205,7 @@ async def ruang_run(server: Any, link: str) -> dict[str, float | None]:
         "ice": rel(rec.both("ice"), t0),
         "dtls": rel(rec.both("dtls"), t0),
         "frame": rel(rec.both("frame"), t0),
-        "turn": rel(rec.get("client", "turn"), t0),  # call credentials fetched (not a step)
+        "turn": rel(rec.get("client", "turn"), t0),  # call credentials in (not a step)
     }
 
 
@@ -318,6 +319,7 @@ async def bench(runs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 link = await asyncio.to_thread(make_room, server, EMAIL)
                 order = ("ruang", "direct") if i % 2 == 0 else ("direct", "ruang")
                 for kind in order:
+                    gc.collect()  # no run pays for the garbage of the runs before it
                     result = (
                         await ruang_run(server, link) if kind == "ruang" else await direct_run()
                     )
@@ -418,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         f"gathering) exchanging commit, reveal and SDP in memory. Both peers share one process "
         f"in both cases (at nice {NICE}, as is the server; the machine's 1-minute load average "
         f"was {load_before:.1f} before and {load_after:.1f} after). Medians of {len(ruang)} runs "
-        f"of each, alternating, after one warm-up of each; a step is the median time from the "
-        f"previous milestone.\n\n" + body
+        f"of each, alternating, after one warm-up of each, each run after a full garbage "
+        f"collection of the peers' process (else a run sometimes pays a 40-70 ms collection of "
+        f"its predecessors' garbage in the middle of its setup); a step is the median time "
+        f"from the previous milestone.\n\n" + body
     )
     print(text)
     if not args.no_write:

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from server.config import Config
 from server.metrics import Metrics
-from signaling.hub import BumpGeneration, Hub
+from signaling.hub import BumpGeneration, CallServersFor, Hub
 from signaling.limits import RoomLimits, SignalingStats
 from signaling.redis import RedisHub, RedisUnavailable
 
@@ -26,6 +26,7 @@ async def start_redis_hub(
     bump_generation: BumpGeneration,
     limits: RoomLimits,
     stats: SignalingStats,
+    call_servers: CallServersFor | None = None,
 ) -> RedisHub:
     """Connect to Redis and start the hub; a Redis that does not answer stops the start."""
     from server.app import StartupError  # server.app imports this module's importer
@@ -48,6 +49,7 @@ async def start_redis_hub(
         limits=limits,
         stats=stats,
         max_frame=config.limits.ws_max_frame_bytes,
+        call_servers=call_servers,
     )
     try:
         await hub.start()

@@ -27,17 +27,21 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 from aiohttp import web
 
 from server.auth import csrf_exempt, require_counselor, verify_csrf
 from server.config import TURN_SCHEMES, Config
 from server.keys import CONFIG, ENGINE, METRICS, SECRET
+from server.metrics import Metrics
 from server.netutil import client_ip
 from server.ratelimit import RateLimit
 from server.rooms_store import get_open_room
 from server.secrets_store import derive_key
 from signaling import tokens
+from signaling.hub import CallServersFor
+from signaling.messages import CallServers, IceServerInfo, dump
 
 log = logging.getLogger("ruang.turn")
 routes = web.RouteTableDef()
@@ -101,6 +105,33 @@ def answer(config: Config, ttl: int) -> dict[str, object]:
         body["ttl"] = ttl
         body["expires"] = credential.expires
     return body
+
+
+def call_servers_message(config: Config, metrics: Metrics) -> CallServersFor:
+    """What the hub pushes over /ws when a call may begin (``call_servers``, docs/protocol.md
+    section 13): the body ``POST /api/turn`` would answer, with a fresh credential each time."""
+    ttl = config.limits.turn_ttl_seconds
+
+    def make() -> str:
+        body = answer(config, ttl)
+        entries = cast(list[dict[str, Any]], body["iceServers"])
+        if entries:
+            metrics.inc("ruang_turn_credentials_total", kind="pushed")
+        servers = tuple(
+            IceServerInfo(
+                urls=tuple(e["urls"]), username=e.get("username"), credential=e.get("credential")
+            )
+            for e in entries
+        )
+        return dump(
+            CallServers(
+                servers,
+                ttl=cast(int | None, body.get("ttl")),
+                expires=cast(int | None, body.get("expires")),
+            )
+        )
+
+    return make
 
 
 def _error(

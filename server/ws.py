@@ -22,13 +22,14 @@ from aiohttp import web
 from server import auth
 from server.audit import AuditEvent, record
 from server.config import Config
-from server.keys import CONFIG, ENGINE, SECRET
+from server.keys import CONFIG, ENGINE, METRICS, SECRET
 from server.netutil import client_ip
 from server.ratelimit import RateLimit
 from server.rooms_store import bump_generation, get_open_room
 from server.scaleout import register_redis_metrics, start_redis_hub
 from server.secrets_store import derive_key
 from server.socket_sink import CLOSE_TIMEOUT, WRITE_BUFFER_HIGH, SocketSink
+from server.turn import call_servers_message
 from server.websocket import FrameErrors, Handed, Kind, WebSocket, accept, is_upgrade
 from signaling.errors import (
     CloseCode,
@@ -149,6 +150,7 @@ async def _hub_context(app: web.Application) -> AsyncIterator[None]:
         return await bump_generation(app[ENGINE], room_pk)
 
     hub: Hub
+    call_servers = call_servers_message(config, app[METRICS])
     if config.redis_url:  # several processes (server.scaleout)
         hub = await start_redis_hub(
             config,
@@ -156,6 +158,7 @@ async def _hub_context(app: web.Application) -> AsyncIterator[None]:
             bump_generation=bump,
             limits=room_limits(config),
             stats=app[WS_STATS],
+            call_servers=call_servers,
         )
     else:
         hub = InProcessHub(
@@ -164,6 +167,7 @@ async def _hub_context(app: web.Application) -> AsyncIterator[None]:
             limits=room_limits(config),
             stats=app[WS_STATS],
             max_frame=config.limits.ws_max_frame_bytes,
+            call_servers=call_servers,
         )
         await hub.start()
     app[HUB] = hub
@@ -433,7 +437,6 @@ def _reader(stats: SignalingStats, attr: str) -> Callable[[], float]:
 
 def register_signaling_metrics(app: web.Application) -> None:
     """Signaling counters and gauges on /metrics: counts only, never ids or payloads."""
-    from server.keys import METRICS
 
     metrics = app[METRICS]
     stats = app[WS_STATS]

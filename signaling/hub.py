@@ -43,6 +43,7 @@ from signaling.rooms import Participant, Room
 from signaling.sink import Sink
 
 __all__ = [
+    "CallServersFor",
     "Connection",
     "Hub",
     "InProcessHub",
@@ -54,6 +55,11 @@ __all__ = [
 
 log = logging.getLogger("ruang.hub")
 BumpGeneration = Callable[[int], Awaitable[int]]
+CallServersFor = Callable[[], str]
+"""The text of a ``call_servers`` message with fresh credentials (the server's TURN settings;
+``server.turn``). A hub built with one pushes it to whoever may start a peer connection: the
+counselor when it joins and when it admits, a client when it is admitted and when it joins
+as an admitted client; so nobody fetches credentials on the call-setup path."""
 WaitingObserver = Callable[[str, int], None]
 """Called with (room id, clients now waiting there) when that number changes. It runs inside
 the hub's call, so it must be quick and not block; whatever it raises is logged and dropped."""
@@ -205,8 +211,10 @@ def welcome(
     resume_error: str | None,
     resume_seconds: float,
     max_frame: int,
+    call_servers: CallServersFor | None = None,
 ) -> None:
-    """Send ``joined`` to a participant who just took (or took back) a place, and announce it."""
+    """Send ``joined`` to a participant who just took (or took back) a place (and, if it may
+    call, ``call_servers``), and announce it."""
     joined = Joined(
         v=PROTOCOL_VERSION,
         id=p.id,
@@ -220,7 +228,14 @@ def welcome(
         resume_error=resume_error,
     )
     room.send(p, dump(joined))
+    if call_servers is not None and may_call(p):
+        room.send(p, call_servers())
     room.announce(p)
+
+
+def may_call(p: Participant) -> bool:
+    """Whether ``p`` may start a peer connection now: the counselor, or an admitted client."""
+    return p.role is Role.COUNSELOR or p.state is PeerState.ADMITTED
 
 
 def new_participant_id() -> str:
@@ -238,8 +253,10 @@ class InProcessHub(Hub):
         max_frame: int = 64 * 1024,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        call_servers: CallServersFor | None = None,
     ) -> None:
         super().__init__()
+        self._call_servers = call_servers
         self.limits = limits or RoomLimits()
         self.stats = stats or SignalingStats()
         self._key = token_key
@@ -387,6 +404,7 @@ class InProcessHub(Hub):
             resume_error=resume_error,
             resume_seconds=self.limits.resume_seconds,
             max_frame=self._max_frame,
+            call_servers=self._call_servers,
         )
         room.deliver_pending(p)
         self._note_waiting(room)
@@ -429,6 +447,10 @@ class InProcessHub(Hub):
         room = c.room_state
         admitted = room.admit(c.participant, target)
         self._note_waiting(room)
+        if self._call_servers is not None:  # the call begins: both sides may need a relay
+            room.send(c.participant, self._call_servers())
+            if admitted.sink is not None:
+                room.send(admitted, self._call_servers())
         if admitted.sink is not None:  # its token now says "admitted"
             room.send(admitted, dump(Token(self._token(room, admitted))))
 

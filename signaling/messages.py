@@ -312,6 +312,54 @@ class Token:
     resume: str = field(metadata=_m(_TOKEN))
 
 
+MAX_ICE_SERVERS = 8
+MAX_ICE_URLS = 8
+_ICE_URL = _string(re.compile(r"(stuns?|turns?):[\x21-\x7e]{1,500}"), 512)
+_ICE_SECRET = _string(None, 256)
+
+
+def _ice_urls(key: str, value: Any) -> tuple[str, ...]:
+    if type(value) is not list:
+        raise WrongType(f"{key} must be a list", key)
+    if not 0 < len(value) <= MAX_ICE_URLS:
+        raise BadValue(f"{key} must have 1 to {MAX_ICE_URLS} entries", key)
+    return tuple(_ICE_URL(key, url) for url in value)
+
+
+@dataclass(frozen=True, slots=True)
+class IceServerInfo:
+    """One ``RTCIceServer`` of a ``call_servers`` message (not a message by itself)."""
+
+    urls: tuple[str, ...] = field(metadata=_m(_ice_urls))
+    username: str | None = field(default=None, metadata=_m(_ICE_SECRET))
+    credential: str | None = field(default=None, metadata=_m(_ICE_SECRET))
+
+
+def _ice_servers(key: str, value: Any) -> tuple[IceServerInfo, ...]:
+    if type(value) is not list:
+        raise WrongType(f"{key} must be a list", key)
+    if len(value) > MAX_ICE_SERVERS:
+        raise TooLong(f"{key} has more than {MAX_ICE_SERVERS} entries", key)
+    out = []
+    for item in value:
+        if type(item) is not dict:
+            raise WrongType(f"{key} entries must be objects", key)
+        out.append(_build(IceServerInfo, item, expect_type=False))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CallServers:
+    """The ICE servers for the next peer connections, pushed by the server (the same body as
+    ``POST /api/turn`` answers): to the counselor when it joins, to a client when it is admitted
+    and when it joins as an admitted client. ``ttl``/``expires`` only with a TURN credential."""
+
+    type: ClassVar[str] = "call_servers"
+    ice_servers: tuple[IceServerInfo, ...] = field(metadata=_m(_ice_servers, "iceServers"))
+    ttl: int | None = field(default=None, metadata=_m(_integer(1, 7 * 86_400)))
+    expires: int | None = field(default=None, metadata=_m(_integer(0, 1 << 40)))
+
+
 @dataclass(frozen=True, slots=True)
 class Error:
     type: ClassVar[str] = "error"
@@ -326,7 +374,7 @@ class Pong:
 
 
 PeerMessage = Join | Relay | Admit | Decline | Remove | End | Leave | Ping
-ServerMessage = Joined | Admitted | Peer | Relayed | Token | Error | Pong
+ServerMessage = Joined | Admitted | Peer | Relayed | Token | CallServers | Error | Pong
 Message = PeerMessage | ServerMessage
 PEER_MESSAGES: tuple[type[PeerMessage], ...] = (
     Join,
@@ -344,6 +392,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Peer,
     Relayed,
     Token,
+    CallServers,
     Error,
     Pong,
 )
@@ -360,7 +409,7 @@ def _spec(cls: type) -> _Spec:
 
 
 _SPECS: Mapping[type, _Spec] = MappingProxyType(
-    {c: _spec(c) for c in (PeerInfo, *PEER_MESSAGES, *SERVER_MESSAGES)}
+    {c: _spec(c) for c in (PeerInfo, IceServerInfo, *PEER_MESSAGES, *SERVER_MESSAGES)}
 )
 _BY_TYPE: Mapping[str, type] = MappingProxyType(
     {c.type: c for c in (*PEER_MESSAGES, *SERVER_MESSAGES) if c is not Relayed}
@@ -439,8 +488,13 @@ def parse(text: str) -> Message:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, PeerInfo):
-        return {key: _plain(getattr(value, attr)) for key, attr, _, _ in _SPECS[PeerInfo]}
+    if isinstance(value, PeerInfo | IceServerInfo):
+        out = {}
+        for key, attr, _check, required in _SPECS[type(value)]:
+            item = getattr(value, attr)
+            if item is not None or required:
+                out[key] = _plain(item)
+        return out
     return value
 
 

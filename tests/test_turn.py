@@ -252,6 +252,72 @@ async def test_call_credentials_go_only_to_the_counselor_and_admitted_clients(
     assert token not in log and waiting_token not in log
 
 
+async def _next(ws: aiohttp.ClientWebSocketResponse) -> Json:
+    msg = await ws.receive(timeout=5)
+    assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data)
+    data: Json = json.loads(msg.data)
+    return data
+
+
+def _pushed(msg: Json) -> str:
+    """A ``call_servers`` message: the /api/turn body, with a valid credential; its username."""
+    assert msg["type"] == "call_servers", msg
+    body = {k: v for k, v in msg.items() if k != "type"}
+    assert body["iceServers"][0]["urls"] == TURN_URLS.split(",")[:2]
+    assert body["iceServers"][1] == {"urls": [TURN_URLS.split(",")[2]]}
+    return _check_credential(body, 600, TURN_SECRET)
+
+
+async def test_call_credentials_are_pushed_when_a_call_may_begin(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """Nobody fetches credentials on the call-setup path: the counselor gets them when it joins
+    and when it admits, a client when it is admitted and when it comes back admitted; a
+    waiting client never."""
+    server = make_server(RUANG_TURN_URLS=TURN_URLS, RUANG_TURN_SECRET=TURN_SECRET)
+    server.add_counselor(EMAIL)
+    await server.start()
+    issued: list[str] = []
+    try:
+        async with server.client() as http, server.client() as anon:
+            await login(http, EMAIL)
+            room, _ = await _room(http)
+            c, _ = await _join(http, server, room, "counselor")
+            issued.append(_pushed(await _next(c)))
+            k, joined = await _join(anon, server, room, "client")
+            await k.send_json({"type": "ping"})
+            assert await _next(k) == {"type": "pong"}, "a waiting client gets no credential"
+            assert (await _next(c))["state"] == "waiting"
+            await c.send_json({"type": "admit", "id": joined["id"]})
+            assert (await _next(k))["type"] == "admitted"
+            issued.append(_pushed(await _next(k)))
+            token = (await _next(k))["resume"]
+            assert token_admitted(token)
+            assert (await _next(c))["state"] == "admitted"
+            issued.append(_pushed(await _next(c)))
+            # The client's connection drops; it comes back admitted: credentials again.
+            await k.close()
+            assert (await _next(c))["connected"] is False
+            k = await anon.ws_connect("/ws", headers={"Origin": server.origin})
+            await k.send_json(
+                {"type": "join", "v": 1, "room": room, "role": "client", "resume": token}
+            )
+            back = await _next(k)
+            assert back["type"] == "joined" and back["resumed"] and back["state"] == "admitted"
+            issued.append(_pushed(await _next(k)))
+            await k.close()
+            await c.close()
+        assert len(set(issued)) == len(issued) == 4, "a fresh credential each time"
+        async with server.client() as http, http.get("/metrics") as r:
+            text = await r.text()
+        assert 'ruang_turn_credentials_total{kind="pushed"} 4' in text
+    finally:
+        await server.stop()
+    log = server.log()
+    for username in issued:
+        assert username not in log and password_for(TURN_SECRET, username) not in log
+
+
 async def test_precheck_credential_limit_holds_under_a_burst(
     make_server: Callable[..., ServerProcess],
 ) -> None:

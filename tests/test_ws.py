@@ -78,9 +78,10 @@ def is_peer(m: Json) -> bool:
     return m["type"] == "peer"
 
 
-def not_token(m: Json) -> bool:
-    """Token refreshes come every resume_seconds / 3, between anything else."""
-    return m["type"] != "token"
+def not_pushed(m: Json) -> bool:
+    """Not a message the server pushes between anything else: token refreshes (every
+    resume_seconds / 3) and call credentials (``call_servers``, at joining and admission)."""
+    return m["type"] not in ("token", "call_servers")
 
 
 async def closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> tuple[int, str]:
@@ -118,9 +119,12 @@ class Session:
         self.kj = await join(self.k, room.id, "client")
         await recv_until(self.c, is_peer)  # the knock
         await self.c.send_json({"type": "admit", "id": self.kj["id"]})
-        assert (await recv_until(self.k, not_token))["type"] == "admitted"
+        assert (await recv_until(self.k, not_pushed))["type"] == "admitted"
+        # The call may begin: both get call credentials (no TURN here: none to hand out).
+        assert await recv(self.k) == {"type": "call_servers", "iceServers": []}
         self.token = (await recv_until(self.k, lambda m: m["type"] == "token"))["resume"]
         assert (await recv_until(self.c, is_peer))["state"] == "admitted"
+        assert await recv(self.c) == {"type": "call_servers", "iceServers": []}
         return self
 
     async def exchange(self, n: int = 1) -> None:
@@ -129,12 +133,12 @@ class Session:
             await self.k.send_json(
                 {"type": "relay", "to": "counselor", "epoch": EPOCH, "box": f"K{i}"}
             )
-            got = await recv_until(self.c, not_token)
+            got = await recv_until(self.c, not_pushed)
             assert got == {"type": "relay", "from": self.kj["id"], "epoch": EPOCH, "box": f"K{i}"}
             await self.c.send_json(
                 {"type": "relay", "to": self.kj["id"], "epoch": EPOCH, "box": f"C{i}"}
             )
-            got = await recv_until(self.k, not_token)
+            got = await recv_until(self.k, not_pushed)
             assert got == {"type": "relay", "from": "counselor", "epoch": EPOCH, "box": f"C{i}"}
 
 
@@ -323,6 +327,9 @@ async def test_resume_within_the_window_without_knocking(server: ServerProcess) 
         k2 = await connect(anon, server)
         j2 = await join(k2, room.id, "client", resume=s.token)
         assert j2["resumed"] is True and j2["id"] == s.kj["id"] and j2["state"] == "admitted"
+        assert await recv(k2) == {"type": "call_servers", "iceServers": []}, (
+            "an admitted client may call"
+        )
         assert await recv(k2) == {
             "type": "relay",
             "from": "counselor",
@@ -385,7 +392,7 @@ async def test_decline_and_remove(server: ServerProcess) -> None:
         await join(c, room.id, "counselor")
         k = await connect(anon, server)
         kj = await join(k, room.id, "client")
-        await recv(c)
+        await recv_until(c, is_peer)
         await c.send_json({"type": "decline", "id": kj["id"]})
         assert await closed(k) == (CloseCode.DECLINED, "declined")
         gone = await recv_until(c, lambda m: m["type"] == "peer")

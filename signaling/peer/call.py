@@ -267,24 +267,28 @@ class Call:
         """When nothing else is waiting: make the next round's peer connection ahead (its
         certificate, tracks and data channel), off the call-setup path. Each peer connection
         still serves one round only, so each round still commits to a fresh certificate. The
-        counselor makes it once its hello of the call is out (the pair is about to settle and
-        start a round); the client once the pair has settled (the counselor's commit is on its
-        way). Never while connected, or while call credentials are being fetched."""
+        counselor makes it while it waits for a client (and again once its hello of a call is
+        out, if that one was used); the client once admitted (the counselor's hello and commit
+        are on their way). Never while connected, or before the call's credentials are in
+        (pushed at joining and admission, or fetched): a peer connection made with others would
+        be thrown away."""
         r = self.round
+        hellos = self._hellos
         if (
             self._spare is not None
-            or not self.in_call
             or self.connected
             or self.bye is not None
             or self._text_only()
             or (r is not None and not r.closed)
-            or self._hellos is None
-            or not self._hellos.has_hello
-            or self._hellos.due
-            or (self.role == "client" and not self._settled_in_call)
+            or hellos is None
         ):
             return
-        if self.ice is not None and not self.ice.ready:
+        if self.in_call:
+            if not hellos.has_hello or hellos.due:
+                return
+        elif self.role != "counselor":
+            return  # a waiting client: no call, and no credentials before the admission
+        if self.ice is not None and not (self.ice.ready and self.ice.fresh):
             return
         servers = self.config.ice_servers if self.ice is None else self.ice.current()
         self._spare = self._make_round(servers)

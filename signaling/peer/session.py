@@ -26,6 +26,7 @@ from signaling.messages import (
     PROTOCOL_VERSION,
     Admit,
     Admitted,
+    CallServers,
     End,
     Error,
     GoneReason,
@@ -62,6 +63,7 @@ from signaling.peer.turn import (
     IceCredentials,
     csrf_token,
     fetch_call_servers,
+    from_message,
     token_admitted,
 )
 
@@ -178,7 +180,6 @@ class Session:
     async def _start(self, http: aiohttp.ClientSession) -> None:
         if self.role == "counselor":
             await login(http, self.config.link, self.config.email, self.config.password)
-            self.ice.prefetch()  # call credentials, ready before the first round
         self._attach(await open_socket(http, self.config.link, self._join_message()))
         self._spawn(self._ticker())
 
@@ -345,8 +346,8 @@ class Session:
             await self._client_admitted()
         elif isinstance(msg, Token):
             self._token = msg.resume
-            if self.role == "client" and self._admitted:
-                self.ice.prefetch()  # the token that says "admitted" follows the admission
+        elif isinstance(msg, CallServers):  # the call may begin: no fetch on its path
+            self.ice.offer(from_message(msg))
         elif isinstance(msg, Error):
             log.info("the server refused a %s: %s", msg.ref or "message", msg.code)
 
@@ -415,7 +416,6 @@ class Session:
             return
         self._admitted = True
         self.events.emit("admitted")
-        self.ice.prefetch()
         self.call.begin()
 
     async def _counselor_joined(self, peers: tuple[PeerInfo, ...]) -> None:

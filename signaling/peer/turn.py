@@ -1,9 +1,11 @@
-"""TURN credentials for the call, from the server's ``POST /api/turn`` (docs/protocol.md, 13).
+"""TURN credentials for the call: pushed by the server over /ws (``call_servers``) when a call
+may begin, and fetched from its ``POST /api/turn`` (docs/protocol.md, 13) when those run low.
 
-The counselor asks with its session cookie and CSRF token (after login); the client with its
-resume token as ``Authorization: Bearer`` (once that token says "admitted"). Credentials are
-fetched ahead, when the peer may call, and again before they run out: each new peer connection
-(each commit round) takes the current ones. Nothing here logs a credential or a token.
+To fetch, the counselor asks with its session cookie and CSRF token (after login); the client
+with its resume token as ``Authorization: Bearer`` (once that token says "admitted"). A new peer
+connection (each commit round) takes the current credentials, fetching first only when none are
+fresh (an older server that pushes nothing, or a call longer than their lifetime). Nothing here
+logs a credential or a token.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from signaling.messages import CallServers
 from signaling.peer.config import IceServer
 from signaling.peer.link import Link
 
@@ -63,6 +66,12 @@ def parse_ice_servers(body: Any) -> Fetched:
     if not isinstance(ttl, int | float) or ttl < 0:
         raise TurnFetchError("the answer's ttl is malformed")
     return Fetched(tuple(servers), float(ttl))
+
+
+def from_message(msg: CallServers) -> Fetched:
+    """A ``call_servers`` message as credentials (the fields were checked by ``parse``)."""
+    servers = tuple(IceServer(e.urls, e.username, e.credential) for e in msg.ice_servers)
+    return Fetched(servers, float(msg.ttl or 0))
 
 
 def token_admitted(token: str | None) -> bool:
@@ -154,6 +163,16 @@ class IceCredentials:
             return
         if fetched is None:
             return
+        self._keep(fetched, "fetched")
+
+    def offer(self, fetched: Fetched) -> None:
+        """Credentials the server pushed (``call_servers``): kept like fetched ones, so the
+        next peer connection needs no fetch. A fetch in flight is left to finish. Ignored by a
+        peer that takes no credentials from the server (no ``fetch``)."""
+        if self._fetch is not None:
+            self._keep(fetched, "pushed")
+
+    def _keep(self, fetched: Fetched, how: str) -> None:
         now = time.monotonic()
         self._servers = fetched.servers
         if fetched.ttl > 0:
@@ -165,7 +184,7 @@ class IceCredentials:
         relays = sum(
             1 for s in fetched.servers for u in s.urls if u.startswith(("turn:", "turns:"))
         )
-        log.info("call ICE servers fetched (%d TURN URLs)", relays)
+        log.info("call ICE servers %s (%d TURN URLs)", how, relays)
 
     async def servers(self) -> tuple[IceServer, ...]:
         """For a new peer connection: waits (at most ``WAIT`` s) for a fetch in flight."""
@@ -175,6 +194,11 @@ class IceCredentials:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), WAIT)
         return self.current()
+
+    @property
+    def fresh(self) -> bool:
+        """Credentials are in (pushed or fetched) and not running low, or none are wanted."""
+        return self._fetch is None or self._fresh()
 
     @property
     def ready(self) -> bool:

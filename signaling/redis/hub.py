@@ -23,6 +23,7 @@ from signaling import tokens
 from signaling.errors import CloseCode, Departed, HoldFull, HubClosed, Unavailable, UnknownPeer
 from signaling.hub import (
     BumpGeneration,
+    CallServersFor,
     Connection,
     Hub,
     JoinRequest,
@@ -72,8 +73,10 @@ class RedisHub(Hub):
         heartbeat: float = 1.0,
         node_ttl: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
+        call_servers: CallServersFor | None = None,
     ) -> None:
         super().__init__()
+        self._call_servers = call_servers
         self.limits = limits or RoomLimits()
         self.stats = stats or SignalingStats()
         self._keys = Keys(prefix)
@@ -258,6 +261,7 @@ class RedisHub(Hub):
             resume_error=resume_error,
             resume_seconds=self.limits.resume_seconds,
             max_frame=self._max_frame,
+            call_servers=self._call_servers,
         )
         if not cleared:
             txn.drains.append(keys.held(room.id, p.id))
@@ -294,6 +298,10 @@ class RedisHub(Hub):
     async def admit(self, conn: Connection, target: str) -> None:
         def act(txn: RoomTxn, p: Participant) -> None:
             admitted = txn.room.admit(p, target)
+            if self._call_servers is not None:  # the call begins: both sides may need a relay
+                txn.room.send(p, self._call_servers())
+                if admitted.sink is not None:
+                    txn.room.send(admitted, self._call_servers())
             if admitted.sink is not None:  # its token now says "admitted"
                 txn.room.send(admitted, dump(Token(self._token(txn.room, admitted))))
 

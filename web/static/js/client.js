@@ -229,6 +229,7 @@ function join({ resuming = false } = {}) {
       show("waiting");
     }
   });
+  session.addEventListener("call_servers", (e) => turn.offer(e.detail));
   session.addEventListener("chat", (e) => chat.addTheirs(e.detail.text));
   session.addEventListener("chat-state", (e) => chat.delivered(e.detail.id));
   session.addEventListener("counselor", (e) => {

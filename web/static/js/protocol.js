@@ -124,6 +124,9 @@ export class Signaling extends EventTarget {
       case "admitted":
         this.emit("admitted", { peers: msg.peers || [] });
         break;
+      case "call_servers": // credentials for the next peer connections (docs/protocol.md 13)
+        this.emit("call_servers", { iceServers: msg.iceServers, ttl: msg.ttl, expires: msg.expires });
+        break;
       case "peer":
         this.emit("peer", {
           id: msg.id, role: msg.role, state: msg.state, connected: msg.connected,

@@ -234,6 +234,7 @@ function start() {
     else if (state === "reconnecting") stateLine.textContent = t("room_reconnecting");
     else if (state === "connecting") stateLine.textContent = t("room_connecting");
   });
+  session.addEventListener("call_servers", (e) => turn.offer(e.detail));
   session.addEventListener("roster", (e) => renderWaiting(e.detail.peers));
   session.addEventListener("chat", (e) => {
     const { peer, text } = e.detail;
@@ -278,6 +279,5 @@ if (!key) {
   byId("no-room-key").hidden = false;
   none.hidden = true;
 } else {
-  turn.refresh(); // fetched at start, refreshed before expiry for new rounds
-  start();
+  start(); // call credentials come with "joined" and each admission (call_servers)
 }

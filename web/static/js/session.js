@@ -346,6 +346,8 @@ export class Session extends EventTarget {
     s.addEventListener("status", (e) => this.emit("status", e.detail));
     s.addEventListener("joined", (e) => this.enqueue(() => this.onJoined(e.detail)));
     s.addEventListener("admitted", () => this.enqueue(() => this.onAdmitted()));
+    // At once, not queued: the round that follows must find them (turn.js offer()).
+    s.addEventListener("call_servers", (e) => this.emit("call_servers", e.detail));
     s.addEventListener("peer", (e) => this.enqueue(() => this.onPeer(e.detail)));
     s.addEventListener("relay", (e) => this.enqueue(() => this.onRelay(e.detail)));
     s.addEventListener("error", (e) => this.emit("refused", { code: e.detail.code, ref: e.detail.ref }));

@@ -1,6 +1,8 @@
-// TURN credentials for calls (docs/protocol.md section 13): fetched from POST /api/turn, cached,
-// refreshed when less than a quarter of their lifetime is left, and handed to each new
-// RTCPeerConnection as a partial RTCConfiguration ({iceServers, iceTransportPolicy}). No DOM.
+// TURN credentials for calls (docs/protocol.md section 13): pushed by the server over /ws when a
+// call may begin (`call_servers`: at joining for the counselor, at admission for both), else
+// fetched from POST /api/turn; cached, refreshed when less than a quarter of their lifetime is
+// left, and handed to each new RTCPeerConnection as a partial RTCConfiguration ({iceServers,
+// iceTransportPolicy}). No DOM.
 //
 // The counselor's page authenticates with its cookie and the page's CSRF token; the client's
 // page with the newest resume token the server sent over /ws, and only once it says "admitted"
@@ -112,13 +114,7 @@ export class TurnCredentials {
           const headers = await this.authorize();
           if (!headers) return null;
           const { status, data } = await postJson(this.path, headers);
-          const servers = status === 200 ? validServers(data) : null;
-          if (servers) {
-            this.servers = servers;
-            this.ttlMs = Number(data.ttl) > 0 ? Number(data.ttl) * 1000 : 0;
-            this.expiresMs = Number(data.expires) > 0 ? Number(data.expires) * 1000 : 0;
-          }
-          return servers;
+          return status === 200 ? this.offer(data) : null;
         } catch {
           return null;
         } finally {
@@ -127,6 +123,18 @@ export class TurnCredentials {
       })();
     }
     return this.pending;
+  }
+
+  /** Keep credentials the server gave (pushed over /ws, or fetched); the iceServers list, or
+   * null if `data` holds none. */
+  offer(data) {
+    const servers = validServers(data);
+    if (servers) {
+      this.servers = servers;
+      this.ttlMs = Number(data.ttl) > 0 ? Number(data.ttl) * 1000 : 0;
+      this.expiresMs = Number(data.expires) > 0 ? Number(data.expires) * 1000 : 0;
+    }
+    return servers;
   }
 
   /** The partial RTCConfiguration for a new peer connection: fresh credentials if possible. */
@@ -175,7 +183,8 @@ export function clientCredentials(store, waitMs = TOKEN_WAIT_MS) {
         });
       }),
   });
-  // Fetch as soon as the admitted token arrives, so the first round need not wait.
+  // Fetch as soon as the admitted token arrives, so the first round need not wait (unless
+  // the server pushed credentials with the admission, just before that token: then none).
   store.onSet((token) => {
     if (tokenAdmitted(token) && !creds.fresh()) creds.refresh();
   });
