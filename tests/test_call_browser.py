@@ -490,9 +490,10 @@ async def test_client_admitted_before_its_camera_opens_still_sends_media(
     peer, stdin = counselor_peer(server, link, EMAIL, tmp_path, "--seconds", "25")
     await peer.start(stdin)
     try:
-        async with chromium() as browser, new_page(
-            browser, "client", camera_delay_ms=4000
-        ) as client:
+        async with (
+            chromium() as browser,
+            new_page(browser, "client", camera_delay_ms=4000) as client,
+        ):
             await knock(client, link, "Sari")
             await peer.wait_for(lambda e: e["event"] == "connected")
             await peer.wait_for(
