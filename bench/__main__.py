@@ -4,6 +4,7 @@ docs/performance.md (between its markers; the rest of the file is kept):
 * ``relay``: relay throughput, latency and CPU per envelope against PeerJS and a bare aiohttp
   floor (``bench.relay``);
 * ``memory``: memory per idle connection, the same three (``bench.memory``);
+* ``profile``: where the relay hot path spends its time, under pyinstrument (``bench.profile``);
 * ``callsetup``: call setup times (``bench.callsetup``, when present);
 * ``scaleout``: several processes over Redis (``bench.scaleout``, when present);
 * ``fallback``: the call quality ladder on shaped links (``bench.fallback``).
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("relay", "memory", "callsetup", "scaleout", "fallback")
+SECTIONS = ("relay", "memory", "profile", "callsetup", "scaleout", "fallback")
 
 
 def main(argv: list[str] | None = None) -> int:

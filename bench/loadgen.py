@@ -294,7 +294,7 @@ class Ruang(Protocol):
             return m.group(1), m.group(2)
         msg = json.loads(text)  # any other frame: the slow way
         kind = msg.get("type")
-        if kind in ("token", "peer"):
+        if kind in ("token", "peer", "call_servers"):
             return ()
         if kind != "relay":
             return None

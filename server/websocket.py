@@ -103,6 +103,11 @@ def text_frame(data: bytes) -> bytes:
     return _frame(0x1, data)
 
 
+def _sendable(code: int) -> bool:
+    """A close code an endpoint may put in a close frame (RFC 6455 7.4, IANA's registry)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def _close_payload(code: int, reason: str) -> bytes:
     return struct.pack("!H", code) + reason.encode()[:123]
 
@@ -342,17 +347,21 @@ class WebSocket(asyncio.Protocol):
             self._push(Frame(Kind.BINARY))
 
     def _on_close(self, payload: bytearray) -> None:
-        code = 1005
+        code = 1005  # no code given: the reply carries none either
+        reply = b""
         if len(payload) >= 2:
             code = int.from_bytes(payload[:2], "big")
+            # A code a peer may send is echoed; any other (1005, 1006, 1015, unassigned ones,
+            # a 1-byte body) gets 1002, protocol error (RFC 6455 7.4).
+            reply = struct.pack("!H", code if _sendable(code) else 1002)
         elif payload:
             code = 1002
+            reply = struct.pack("!H", 1002)
         self.peer_code = code
         self._peer_closed = True
         transport = self.transport
         if not self._close_sent:
             self._close_sent = True
-            reply = payload[:2] if len(payload) >= 2 else b""
             if transport is not None:
                 transport.write(_frame(0x8, bytes(reply)))
             self._push(Frame(Kind.CLOSE))

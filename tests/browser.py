@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,19 @@ CHROMIUM_FLAGS = [
 needs_chromium = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian's chromium is not installed"
 )
+
+
+def screenshots_dir() -> Path:
+    """Where browser tests put their screenshots: ``test-artifacts/screenshots`` (ignored by
+    git), or ``RUANG_SCREENSHOTS`` (``RUANG_SCREENSHOTS=docs/screenshots make test`` refreshes
+    the ones the docs show)."""
+    root = Path(__file__).resolve().parent.parent
+    chosen = os.environ.get("RUANG_SCREENSHOTS")
+    where = Path(chosen) if chosen else root / "test-artifacts" / "screenshots"
+    if not where.is_absolute():
+        where = root / where
+    where.mkdir(parents=True, exist_ok=True)
+    return where
 
 
 @asynccontextmanager

@@ -107,7 +107,7 @@ async def recv_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> Json:
         m = await recv(ws, max(0.1, deadline - time.monotonic()))
         if m["type"] == kind:
             return m
-        if m["type"] not in ("token", "peer"):
+        if m["type"] not in ("token", "peer", "call_servers"):
             raise SoakFailure(f"waiting for {kind}, got {m['type']}")
     raise SoakFailure(f"no {kind} within {STEP_TIMEOUT} s")
 
@@ -259,7 +259,7 @@ class Load:
                 kind = data["type"]
                 if kind == "relay":
                     side.check(data, peer)
-                elif kind != "token":
+                elif kind not in ("token", "call_servers"):
                     side.unexpected.append(str(data.get("code") or data.get("state") or kind))
             else:
                 side.close_code = int(msg.data) if msg.type is WSMsgType.CLOSE else -1

@@ -216,29 +216,37 @@ def test_cli_counselor_commands(tmp_path, dev_cert) -> None:  # type: ignore[no-
 async def test_idle_and_absolute_session_timeouts(make_server) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    # 0.05 minutes = 3 s idle; 0.003 hours = 10.8 s absolute.
+    # 0.04 minutes = 2.4 s idle; 0.002 hours = 7.2 s absolute. Both sessions at once.
     server: ServerProcess = make_server(
-        RUANG_SESSION_MINUTES="0.05", RUANG_SESSION_MAX_HOURS="0.003"
+        RUANG_SESSION_MINUTES="0.04", RUANG_SESSION_MAX_HOURS="0.002"
     )
     await server.start()
     try:
         server.add_counselor("nina@example.org")
-        async with server.client() as idle:
-            assert (await login(idle, "nina@example.org")).status == 303
-            async with idle.get("/api/rooms") as r:
-                assert r.status == 200
-            await asyncio.sleep(3.5)
-            async with idle.get("/api/rooms") as r:
-                assert r.status == 401, "an idle session expires"
-        async with server.client() as busy:
-            assert (await login(busy, "nina@example.org")).status == 303
-            statuses = []
-            for _ in range(16):  # active every second: never idle, but the absolute limit ends it
-                async with busy.get("/api/rooms") as r:
-                    statuses.append(r.status)
-                await asyncio.sleep(1.0)
-            assert statuses[:8] == [200] * 8
-            assert statuses[-1] == 401
+
+        async def idle_session() -> None:
+            async with server.client() as idle:
+                assert (await login(idle, "nina@example.org")).status == 303
+                async with idle.get("/api/rooms") as r:
+                    assert r.status == 200
+                await asyncio.sleep(3.0)
+                async with idle.get("/api/rooms") as r:
+                    assert r.status == 401, "an idle session expires"
+
+        async def busy_session() -> None:
+            async with server.client() as busy:
+                assert (await login(busy, "nina@example.org")).status == 303
+                statuses = []
+                for _ in range(20):  # active twice a second: never idle, the absolute limit ends it
+                    async with busy.get("/api/rooms") as r:
+                        statuses.append(r.status)
+                    if r.status == 401:
+                        break
+                    await asyncio.sleep(0.5)
+                assert statuses[:10] == [200] * 10, statuses  # 5 s: past the idle limit, twice
+                assert statuses[-1] == 401, statuses
+
+        await asyncio.gather(idle_session(), busy_session())
     finally:
         await server.stop()
 

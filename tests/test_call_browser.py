@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser import chromium, needs_chromium
-from tests.support import PASSWORD, ROOT, ServerProcess
+from tests.browser import chromium, needs_chromium, screenshots_dir
+from tests.support import PASSWORD, ServerProcess
 
 pytestmark = [needs_chromium, pytest.mark.browser]
 needs_netns = pytest.mark.skipif(
     not os.environ.get("RUANG_TEST_NETNS"),
     reason="WebRTC media needs the test network namespace: run via scripts/run-tests.sh",
 )
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = screenshots_dir()
 LINK_RE = re.compile(r"^https://localhost:\d+/r/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})$")
 CODE_RE = re.compile(r"\b(\d{6})\b · ([a-z]+ [a-z]+ [a-z]+ [a-z]+)$")
 EMAIL = "ana@example.org"

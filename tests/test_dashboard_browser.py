@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser import chromium, needs_chromium
-from tests.support import PASSWORD, ROOT, ServerProcess
+from tests.browser import chromium, needs_chromium, screenshots_dir
+from tests.support import PASSWORD, ServerProcess
 
 pytestmark = [needs_chromium, pytest.mark.browser]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = screenshots_dir()
 LINK_RE = re.compile(r"^https://localhost:\d+/r/([A-Za-z0-9_-]{22})#([A-Za-z0-9_-]{43})$")
 
 

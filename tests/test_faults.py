@@ -113,7 +113,8 @@ async def test_relay_down_server_stopped_and_killed_mid_call_media_never_stops(
             await p.wait_for(lambda e: e["event"] == "media" and e["frames"] >= 30, timeout=25)
         for p, heard in ((co, "terima kasih"), (cl, "halo")):
             await p.wait_for(lambda e, h=heard: e["event"] == "chat" and e["text"] == h)
-            assert "call ICE servers fetched (2 TURN URLs)" in p.stderr(), p.describe()
+            # Pushed with the admission (docs/protocol.md 13): nothing fetched on the way.
+            assert "call ICE servers pushed (2 TURN URLs)" in p.stderr(), p.describe()
 
         # 2. Graceful: SIGTERM, a clean exit, and every socket told "going away".
         assert await server.stop(signal.SIGTERM) == 0

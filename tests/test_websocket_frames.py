@@ -251,6 +251,20 @@ async def test_the_closing_handshake(server: ServerProcess) -> None:
             assert await raw.read_close() == (1000, ""), "the code echoed, then TCP ends"
         finally:
             raw.close()
+        for sent, echoed in ((4321, 4321), (1005, 1002), (1006, 1002), (999, 1002), (5000, 1002)):
+            raw, _, _ = await Raw.connect(server)
+            try:
+                await raw.send(frame(CLOSE, struct.pack("!H", sent)))
+                assert await raw.read_close() == (echoed, ""), sent
+            finally:
+                raw.close()
+        raw, _, _ = await Raw.connect(server)
+        try:  # no code at all: a close frame with no code back
+            await raw.send(frame(CLOSE, b""))
+            _fin, opcode, payload = await raw.read_frame()
+            assert (opcode, payload) == (CLOSE, b"")
+        finally:
+            raw.close()
 
 
 BAD_FRAMES: list[tuple[str, bytes, int]] = [  # (what, bytes, close code)
