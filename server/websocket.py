@@ -399,10 +399,16 @@ class WebSocket(asyncio.Protocol):
             self._paused_read = True
             self.transport.pause_reading()
 
+    def ready(self) -> Frame | None:
+        """What ``receive`` would return at once, or None if it would wait (the hot path: a
+        frame already read costs no coroutine)."""
+        if self._frames:
+            return self._next()
+        return _CLOSED if self.transport is None else None
+
     async def receive(self) -> Frame:
         """The next message, or CLOSE/CLOSING/CLOSED (for ever after)."""
-        frames = self._frames
-        if not frames:
+        if not self._frames:
             if self.transport is None:
                 return _CLOSED
             waiter = self._waiter = self._loop.create_future()
@@ -410,8 +416,12 @@ class WebSocket(asyncio.Protocol):
                 await waiter
             finally:
                 self._waiter = None
-            frames = self._frames
-            assert frames
+            assert self._frames
+        return self._next()
+
+    def _next(self) -> Frame:
+        frames = self._frames
+        assert frames
         frame = frames[0]
         if frame.kind < Kind.CLOSING:
             frames.popleft()

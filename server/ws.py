@@ -291,6 +291,7 @@ async def _serve(upgrade: list[web.Request], ws: WebSocket, sink: SocketSink, ip
     app = request.app
     limits, stats, hub = app[CONFIG].limits, app[WS_STATS], app[HUB]
     bucket = TokenBucket(limits.ws_rate_per_second, limits.ws_burst)
+    relay_now = hub.relay_now if isinstance(hub, InProcessHub) else None
     try:
         async with asyncio.timeout(JOIN_TIMEOUT):
             first = await ws.receive()
@@ -324,7 +325,7 @@ async def _serve(upgrade: list[web.Request], ws: WebSocket, sink: SocketSink, ip
     del request  # the request (headers, aiohttp's handler) is not kept for the socket's life
     try:
         while True:  # not ``async for``: its __anext__ frame would live as long as the socket
-            frame = await ws.receive()
+            frame = ws.ready() or await ws.receive()
             if frame.kind is not Kind.TEXT:  # CLOSE, CLOSING and CLOSED end the loop too
                 if frame.kind is Kind.BINARY:
                     sink.close(CloseCode.PROTOCOL_ERROR, "text frames only")
@@ -346,7 +347,10 @@ async def _serve(upgrade: list[web.Request], ws: WebSocket, sink: SocketSink, ip
                 continue
             try:
                 if type(msg) is Relay:  # the hot path: straight to the hub
-                    await hub.relay(conn, msg)
+                    if relay_now is not None:
+                        relay_now(conn, msg)
+                    else:
+                        await hub.relay(conn, msg)
                 else:
                     await _dispatch(app, hub, conn, msg, counselor_id, ip)
             except Refused as exc:

@@ -439,6 +439,10 @@ class InProcessHub(Hub):
         return conn
 
     async def relay(self, conn: Connection, msg: Relay) -> None:
+        self.relay_now(conn, msg)
+
+    def relay_now(self, conn: Connection, msg: Relay) -> None:
+        """``relay`` without a coroutine: this hub never waits to relay (the hot path)."""
         c = self._live(conn)
         c.room_state.relay(c.participant, msg)
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from server.socket_sink import DIRECT_MAX, SocketSink
 from server.websocket import WebSocket
 from signaling.errors import CloseCode
-from signaling.messages import ProtocolError, Relay, parse
+from signaling.messages import ProtocolError, Relay, Relayed, dump, parse, relayed_text
 from tests.test_ws_sink import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,19 @@ def test_the_canonical_relay_frame_parses_as_the_general_path_does(
     )
     spaced = json.dumps({"type": "relay", "to": to, "epoch": epoch, "box": box})  # general path
     assert parse(canonical) == parse(spaced) == Relay(to, epoch, box)
+
+
+@given(sender=IDS, to=IDS, epoch=IDS, box=BOXES)
+def test_the_relayed_frame_is_built_as_dump_escapes_it(
+    sender: str, to: str, epoch: str, box: str
+) -> None:
+    """The hub writes ``relayed_text`` without JSON escaping, for what ``parse`` let through:
+    the same text ``dump`` makes with escaping, and valid JSON."""
+    msg = parse(json.dumps({"type": "relay", "to": to, "epoch": epoch, "box": box}))
+    assert isinstance(msg, Relay)
+    text = relayed_text(sender, msg.epoch, msg.box)
+    assert text == dump(Relayed(sender, msg.epoch, msg.box))
+    assert json.loads(text) == {"type": "relay", "from": sender, "epoch": epoch, "box": box}
 
 
 @pytest.mark.parametrize(
