@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,14 @@ class Counselor:
 
 
 _hasher = PasswordHasher()  # immutable configuration, safe to share
-# A real argon2id hash of a random password: verifying unknown emails costs the same time.
-_DUMMY_HASH = _hasher.hash("ruang-dummy-password-for-timing")
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A real argon2id hash of a fixed password, so that verifying an unknown email costs the
+    same time as a known one. Made once per process, on first use: not at import, which every
+    CLI command would pay (``ruang serve`` makes it in the background at start)."""
+    return _hasher.hash("ruang-dummy-password-for-timing")
 
 
 def normalise_email(email: str) -> str:
@@ -69,7 +76,7 @@ async def hash_password(password: str) -> str:
 async def verify_password(stored_hash: str | None, password: str) -> bool:
     def _verify() -> bool:
         try:
-            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+            return _hasher.verify(stored_hash or dummy_hash(), password) and stored_hash is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

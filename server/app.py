@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import audit
+from server import accounts, audit
 from server.auth import Handler, setup_auth
 from server.config import Config
 from server.db import connect_failure, create_schema, make_engine
@@ -86,6 +86,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+async def _password_check_ready(app: web.Application) -> AsyncIterator[None]:
+    """Make the dummy password hash in the background at start, before the first login that
+    names an unknown email needs it (its timing must match a known one's)."""
+    made = asyncio.get_running_loop().run_in_executor(None, accounts.dummy_hash)
+    yield
+    await made
+
+
 async def _audit_purge(app: web.Application) -> AsyncIterator[None]:
     days = app[CONFIG].audit_days
 
@@ -134,6 +142,7 @@ def create_app(config: Config) -> web.Application:
     setup_headers(app)
     setup_auth(app)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_password_check_ready)
     app.cleanup_ctx.append(_audit_purge)
     app.add_routes(health.routes)
     app.add_routes(pages.routes)
