@@ -104,6 +104,7 @@ class WsState:
         self.probes = probes  # joins that found no room, per IP
         self.sockets: set[SocketSink] = set()
         self.sessions: set[asyncio.Task[None]] = set()  # one per socket, from upgrade to close
+        self.audits: set[asyncio.Task[None]] = set()  # audit rows being written
         self.closing = False
 
 
@@ -184,7 +185,7 @@ async def _going_away(app: web.Application) -> None:
     for sink in list(state.sockets):
         sink.close(CloseCode.GOING_AWAY, "server going away")
     # aiohttp no longer knows these connections: wait for their closing handshakes here.
-    sessions = list(state.sessions)
+    sessions = list(state.sessions) + list(state.audits)
     if sessions:
         _, left = await asyncio.wait(sessions, timeout=CLOSE_TIMEOUT + 1.0)
         for task in left:
@@ -423,14 +424,21 @@ async def _dispatch(
         return
     else:
         raise Unexpected("not a message a peer sends after joining")
+    # Written beside the socket, not in its way: the counselor's next frames (after an admit,
+    # the hello and commit of the call) need not wait for the database.
+    task = asyncio.create_task(
+        _audit(app, _AUDITED[type(msg)], counselor_id=counselor_id, room_pk=conn.room.pk, ip=ip)
+    )
+    audits = app[WS_STATE].audits
+    audits.add(task)
+    task.add_done_callback(audits.discard)
+
+
+async def _audit(
+    app: web.Application, event: AuditEvent, *, counselor_id: int | None, room_pk: int, ip: str
+) -> None:
     try:
-        await record(
-            app[ENGINE],
-            _AUDITED[type(msg)],
-            counselor_id=counselor_id,
-            room_pk=conn.room.pk,
-            ip=ip,
-        )
+        await record(app[ENGINE], event, counselor_id=counselor_id, room_pk=room_pk, ip=ip)
     except Exception:
         log.exception("audit record failed")
 
