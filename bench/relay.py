@@ -210,9 +210,9 @@ def render(args: argparse.Namespace, results: dict[str, dict[str, list[dict[str,
         f"`RUANG_*` variables; it checks every frame, room membership and who may talk, and "
         f"stamps the sender. PeerJS (npm `peer`) and the bare aiohttp relay "
         f"(`bench/bare_relay.py`, PeerJS's protocol, no checks: the floor) only stamp `src` and "
-        f"forward. With this window neither a server nor the load generator saturates its "
-        f"core (the busy rows): throughput compares what each server sustains under the same "
-        f"window, and CPU per envelope is the efficiency figure."
+        f"forward. The busy rows say which process set the pace: when the load generator is "
+        f"the busier one, throughput compares what each server sustains for the same client, "
+        f"and the server's CPU per envelope says how much it could carry on its own core."
         + (
             " `ruang-asyncio` is an ablation: Ruang with `RUANG_EVENT_LOOP=asyncio` instead of "
             "uvloop."
