@@ -252,17 +252,25 @@ class Ping:
 # --- messages: server -> peer -------------------------------------------------------------------
 
 
-def _peers(key: str, value: Any) -> tuple[PeerInfo, ...]:
-    if type(value) is not list:
-        raise WrongType(f"{key} must be a list", key)
-    if len(value) > MAX_PEERS:
-        raise TooLong(f"{key} has more than {MAX_PEERS} entries", key)
-    out = []
-    for item in value:
-        if type(item) is not dict:
-            raise WrongType(f"{key} entries must be objects", key)
-        out.append(_build(PeerInfo, item, expect_type=False))
-    return tuple(out)
+def _objects(cls: type, most: int) -> Check:
+    """A list of at most ``most`` JSON objects, each read as ``cls`` (no ``type`` key)."""
+
+    def check(key: str, value: Any) -> tuple[Any, ...]:
+        if type(value) is not list:
+            raise WrongType(f"{key} must be a list", key)
+        if len(value) > most:
+            raise TooLong(f"{key} has more than {most} entries", key)
+        out = []
+        for item in value:
+            if type(item) is not dict:
+                raise WrongType(f"{key} entries must be objects", key)
+            out.append(_build(cls, item, expect_type=False))
+        return tuple(out)
+
+    return check
+
+
+_peers = _objects(PeerInfo, MAX_PEERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,17 +343,7 @@ class IceServerInfo:
     credential: str | None = field(default=None, metadata=_m(_ICE_SECRET))
 
 
-def _ice_servers(key: str, value: Any) -> tuple[IceServerInfo, ...]:
-    if type(value) is not list:
-        raise WrongType(f"{key} must be a list", key)
-    if len(value) > MAX_ICE_SERVERS:
-        raise TooLong(f"{key} has more than {MAX_ICE_SERVERS} entries", key)
-    out = []
-    for item in value:
-        if type(item) is not dict:
-            raise WrongType(f"{key} entries must be objects", key)
-        out.append(_build(IceServerInfo, item, expect_type=False))
-    return tuple(out)
+_ice_servers = _objects(IceServerInfo, MAX_ICE_SERVERS)
 
 
 @dataclass(frozen=True, slots=True)
